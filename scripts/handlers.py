@@ -1,0 +1,270 @@
+"""Ignite handlers, in MONAI's style, that record training dynamics and apply the stop rule.
+
+``DADTracker`` fills the per-case dynamics record; ``MovingDistanceHandler`` reads it every Δt epochs.
+Both run on every rank; per-case counts are gathered across ranks once per epoch (as
+``monai.handlers.MetricsSaver`` gathers its file names), so the record does not depend on how many
+processes trained, and only ``save_rank`` writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.handlers import from_engine
+from monai.utils import evenly_divisible_all_gather, string_list_all_gather
+
+from scripts.atomic import write_csv_atomic, write_json_atomic
+from scripts.dynamics import foreground_counts, moving_distance, stop_index, window_bounds, window_stats
+from scripts.record import DynamicsRecord
+
+__all__ = ["DADTracker", "MovingDistanceHandler"]
+
+MODES = ("patches", "volumes")
+
+
+def _as_batch(x: Any) -> torch.Tensor:
+    """Outputs are a batched tensor, or a list of per-item tensors once decollated."""
+    if isinstance(x, (list, tuple)):
+        return torch.stack([torch.as_tensor(i) for i in x])
+    return torch.as_tensor(x)
+
+
+class DADTracker:
+    """Records each training case's Dice every epoch (the raw signal of the DAD score).
+
+    Modes:
+        "patches" (default, free): attached to the trainer, it scores the training forward pass.
+            Every crop's overlap counts are kept, and at the end of the epoch the counts of all of a
+            case's crops are pooled into one Dice per foreground class.
+        "volumes": every ``interval`` epochs it runs ``evaluator`` (sliding-window inference over the
+            whole training volumes, no augmentation) and scores its outputs the same way.
+
+    Args:
+        record: the per-case record to fill (its cases and classes); every epoch gets a row for each
+            case, missing where the case was not seen or its Dice is undefined.
+        output_dir: where the record is written (``filename``, CSV, rewritten atomically each epoch).
+        mode: "patches" or "volumes".
+        evaluator: the engine that infers the training volumes ("volumes" mode only).
+        interval: epochs between volume evaluations ("volumes" mode only).
+        output_transform: engine.state.output -> (logits or probabilities (B, C, ...), label (B, 1, ...)).
+        batch_transform: engine.state.batch -> the case id of each item.
+        save_rank: the rank that writes the file.
+    """
+
+    def __init__(
+        self,
+        record: DynamicsRecord,
+        output_dir: str | os.PathLike,
+        filename: str = "dynamics.csv",
+        mode: str = "patches",
+        evaluator: Engine | None = None,
+        interval: int = 1,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        batch_transform: Callable = from_engine(["case_id"]),
+        save_rank: int = 0,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown DAD mode {mode!r}; expected one of {MODES}")
+        if mode == "volumes" and evaluator is None:
+            raise ValueError("DAD mode 'volumes' needs an evaluator over the training volumes")
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}")
+        self.record = record
+        self.num_classes = record.num_classes
+        self.path = Path(output_dir) / filename
+        self.mode = mode
+        self.evaluator = evaluator
+        self.interval = interval
+        self.output_transform = output_transform
+        self.batch_transform = batch_transform
+        self.save_rank = save_rank
+        self.logger = logging.getLogger("DADTracker")
+        self._case_ids: list[str] = []
+        self._counts: list[np.ndarray] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Attach to the trainer (in "volumes" mode also hooks the evaluator it runs)."""
+        source = engine if self.mode == "patches" else self.evaluator
+        if not source.has_event_handler(self._reset, Events.EPOCH_STARTED):
+            source.add_event_handler(Events.EPOCH_STARTED, self._reset)
+        if not source.has_event_handler(self._collect, Events.ITERATION_COMPLETED):
+            source.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _reset(self, _engine: Engine) -> None:
+        self._case_ids, self._counts = [], []
+
+    def _collect(self, engine: Engine) -> None:
+        pred, label = self.output_transform(engine.state.output)
+        pred, label = _as_batch(pred).detach(), _as_batch(label).detach()
+        if pred.shape[1] != self.num_classes:
+            raise ValueError(f"prediction has {pred.shape[1]} channels, expected num_classes={self.num_classes}")
+        case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        if len(case_ids) != pred.shape[0]:
+            raise ValueError(f"{len(case_ids)} case ids for a batch of {pred.shape[0]} predictions")
+        classes = pred.argmax(dim=1).cpu().numpy()
+        self._counts.append(foreground_counts(classes, label[:, 0].cpu().numpy(), self.num_classes))
+        self._case_ids.extend(case_ids)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if self.mode == "volumes":
+            if epoch % self.interval != 0:
+                return
+            self.evaluator.run()
+        counts = np.concatenate(self._counts) if self._counts else np.zeros((0, 3, self.num_classes - 1))
+        case_ids = self._case_ids
+        if idist.get_world_size() > 1:
+            case_ids = string_list_all_gather(case_ids)
+            counts = evenly_divisible_all_gather(torch.as_tensor(counts), concat=True).numpy()
+        self.record.add_epoch(epoch, self.mode, case_ids, counts)
+        if idist.get_rank() == self.save_rank:
+            self.record.save(self.path)
+        _, dice = self.record.dice_matrix()
+        self.logger.info(
+            f"epoch {epoch}: {self.mode} Dice of {np.sum(~np.isnan(dice[:, -1]))}/{len(dice)} cases, "
+            f"mean {np.nanmean(dice[:, -1]) if np.any(~np.isnan(dice[:, -1])) else float('nan'):.4f}"
+        )
+
+
+CURVE_FIELDS = (
+    "window",
+    "epoch_start",
+    "epoch_end",
+    "distance_abs",
+    "distance_signed",
+    "distance",
+    "max_distance",
+    "ratio",
+    "stop",
+)
+
+
+class MovingDistanceHandler:
+    """Every ``delta_t`` epochs: DAD and variability per case over the last window, the moving
+    distance L to the previous window, and the stop rule (L <= ``stop_fraction`` x max L so far).
+
+    Writes ``curve_filename`` (one row per window) and ``summary_filename`` (the prune epoch, or
+    null with a note when the rule has not fired). When the rule fires, ``engine.state.prune_epoch``
+    is set and, with ``early_prune``, training stops there.
+
+    Args:
+        record: the per-case record a ``DADTracker`` fills (attach the tracker first).
+        output_dir: where the curve and summary are written.
+        delta_t: window length in epochs (the paper recommends >= 10).
+        stop_fraction: the rule's fraction of the largest L (1% in the paper).
+        signed: use the paper's signed sum for the rule instead of absolute deltas (both are written).
+        early_prune: stop training when the rule fires.
+    """
+
+    def __init__(
+        self,
+        record: DynamicsRecord,
+        output_dir: str | os.PathLike,
+        delta_t: int = 10,
+        stop_fraction: float = 0.01,
+        signed: bool = False,
+        early_prune: bool = False,
+        curve_filename: str = "moving_distance.csv",
+        summary_filename: str = "stop_rule.json",
+        save_rank: int = 0,
+    ) -> None:
+        if delta_t < 1:
+            raise ValueError(f"delta_t must be >= 1, got {delta_t}")
+        if not 0 < stop_fraction < 1:
+            raise ValueError(f"stop_fraction must be in (0, 1), got {stop_fraction}")
+        self.record = record
+        self.delta_t = delta_t
+        self.stop_fraction = stop_fraction
+        self.signed = signed
+        self.early_prune = early_prune
+        self.curve_path = Path(output_dir) / curve_filename
+        self.summary_path = Path(output_dir) / summary_filename
+        self.save_rank = save_rank
+        self.prune_epoch: int | None = None
+        self.logger = logging.getLogger("MovingDistanceHandler")
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def curve(self, last_epoch: int) -> list[dict[str, Any]]:
+        """The moving-distance curve of the record's complete windows up to ``last_epoch``."""
+        epochs, dice = self.record.dice_matrix()
+        rows: list[dict[str, Any]] = []
+        prev = None
+        for w, (start, end) in enumerate(window_bounds(last_epoch, self.delta_t), start=1):
+            stats = window_stats(dice, epochs, start, end)
+            row = {"window": w, "epoch_start": start + 1, "epoch_end": end}
+            if prev is not None:
+                row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
+                row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
+                row["distance"] = row["distance_signed" if self.signed else "distance_abs"]
+            rows.append(row)
+            prev = stats
+        distances = [r["distance"] for r in rows[1:]]
+        fired = stop_index(distances, self.stop_fraction)
+        largest = -np.inf
+        for k, row in enumerate(rows[1:]):
+            largest = max(largest, row["distance"])
+            row["max_distance"] = largest
+            row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
+            row["stop"] = int(fired == k)
+        return rows
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if epoch % self.delta_t != 0:
+            return
+        rows = self.curve(epoch)
+        stop_rows = [r for r in rows if r.get("stop")]
+        self.prune_epoch = stop_rows[0]["epoch_end"] if stop_rows else None
+        if idist.get_rank() == self.save_rank:
+            table = [[_cell(r.get(k)) for k in CURVE_FIELDS] for r in rows]
+            write_csv_atomic(self.curve_path, CURVE_FIELDS, table)
+            write_json_atomic(self.summary_path, self.summary(epoch))
+        last = rows[-1]
+        if "distance" in last:
+            self.logger.info(
+                f"epoch {epoch}: moving distance L={last['distance']:.4f} "
+                f"({last['ratio']:.2%} of max {last['max_distance']:.4f})"
+            )
+        if self.prune_epoch == epoch:
+            engine.state.prune_epoch = epoch
+            self.logger.info(f"stop rule fired: DAD ranking settled at epoch {epoch}")
+            if self.early_prune:
+                self.logger.info("early_prune: stopping stage-1 training here")
+                engine.terminate()
+
+    def summary(self, last_epoch: int) -> dict[str, Any]:
+        fired = self.prune_epoch is not None
+        return {
+            "rule": "moving_distance",
+            "delta_t": self.delta_t,
+            "stop_fraction": self.stop_fraction,
+            "distance": "signed" if self.signed else "absolute",
+            "fired": fired,
+            "prune_epoch": self.prune_epoch,
+            "last_window_end": last_epoch,
+            "note": f"L fell to <= {self.stop_fraction:.0%} of its maximum at epoch {self.prune_epoch}"
+            if fired
+            else f"the stop rule has not fired by epoch {last_epoch}: L has not fallen to "
+            f"{self.stop_fraction:.0%} of its maximum (random-crop noise may keep it above)",
+        }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if np.isnan(value) else f"{value:.8g}"
+    return str(value)

@@ -1,0 +1,160 @@
+"""The per-case dynamics record: one tidy row per (case, center, epoch), as in dataset cartography.
+
+Every later statistic (DAD windows, moving distance, selection, plots) is a function of this table,
+and more score columns (EL2N, VoG, ...) can join it on (epoch, case_id).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from scripts.atomic import write_csv_atomic
+from scripts.dynamics import case_dice, pooled_dice
+
+__all__ = ["DynamicsRecord", "read_dynamics"]
+
+BASE_FIELDS = ("epoch", "case_id", "center", "source", "n_items", "dice")
+
+
+def _fmt(value: float) -> str:
+    """Missing values are empty cells, which csv readers, numpy and pandas read as missing."""
+    return "" if math.isnan(value) else f"{value:.8g}"
+
+
+class DynamicsRecord:
+    """Per-case, per-epoch Dice of a fixed list of training cases.
+
+    Args:
+        case_ids: the training cases, in data-list order; every epoch gets a row for each.
+        centers: the center of each case (same order).
+        num_classes: classes including background; one ``dice_class{c}`` column per foreground class.
+    """
+
+    def __init__(self, case_ids: Sequence[str], centers: Sequence[str], num_classes: int) -> None:
+        if len(case_ids) != len(centers):
+            raise ValueError(f"{len(case_ids)} case ids but {len(centers)} centers")
+        if len(set(case_ids)) != len(case_ids):
+            dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
+            raise ValueError(f"duplicate case ids in the training list: {dup[:5]}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must count background and >= 1 foreground class, got {num_classes}")
+        self.case_ids = list(case_ids)
+        self.centers = list(centers)
+        self.num_classes = num_classes
+        self._index = {c: i for i, c in enumerate(self.case_ids)}
+        self._epochs: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def from_datalist(cls, datalist: Sequence[Mapping], num_classes: int) -> DynamicsRecord:
+        """A record for the cases of a data list (entries with ``case_id`` and ``center``)."""
+        return cls([d["case_id"] for d in datalist], [d.get("center", "") for d in datalist], num_classes)
+
+    @property
+    def fields(self) -> list[str]:
+        return [*BASE_FIELDS, *(f"dice_class{c}" for c in range(1, self.num_classes))]
+
+    @property
+    def epochs(self) -> list[int]:
+        return sorted(self._epochs)
+
+    def add_epoch(self, epoch: int, source: str, case_ids: Sequence[str], counts: np.ndarray) -> None:
+        """Pool the overlap counts of every item seen this epoch into one row per case.
+
+        Args:
+            epoch: the training epoch (from 1). Recording an epoch again replaces it, so a resumed
+                run never duplicates rows.
+            source: "patches" or "volumes", where the counts came from.
+            case_ids: the case of each item (crop or volume), length N.
+            counts: shape (N, 3, num_classes - 1), from ``dynamics.foreground_counts``.
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (len(case_ids), 3, self.num_classes - 1):
+            raise ValueError(f"counts of shape {counts.shape} do not fit {len(case_ids)} items")
+        unknown = sorted({c for c in case_ids if c not in self._index})
+        if unknown:
+            raise ValueError(f"epoch {epoch}: cases not in the training list: {unknown[:5]}")
+        rows = np.array([self._index[c] for c in case_ids], dtype=np.int64)
+        pooled = np.zeros((len(self.case_ids), 3, self.num_classes - 1))
+        np.add.at(pooled, rows, counts)
+        n_items = np.bincount(rows, minlength=len(self.case_ids))
+        class_dice = pooled_dice(pooled)
+        class_dice[n_items == 0] = np.nan  # a case not seen this epoch was not measured
+        self._epochs[int(epoch)] = (source, class_dice, n_items)
+
+    def truncate(self, last_epoch: int) -> None:
+        """Forget epochs after ``last_epoch`` (used when resuming from a checkpoint of that epoch)."""
+        for e in [e for e in self._epochs if e > last_epoch]:
+            del self._epochs[e]
+
+    def dice_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, dice): the recorded epochs and case Dice of shape (n_cases, n_epochs)."""
+        epochs = self.epochs
+        matrix = np.full((len(self.case_ids), len(epochs)), np.nan)
+        for j, e in enumerate(epochs):
+            matrix[:, j] = case_dice(self._epochs[e][1])
+        return np.asarray(epochs, dtype=np.int64), matrix
+
+    def rows(self) -> list[list[str]]:
+        out = []
+        for e in self.epochs:
+            source, class_dice, n_items = self._epochs[e]
+            dice = case_dice(class_dice)
+            for i, case in enumerate(self.case_ids):
+                out.append(
+                    [str(e), case, self.centers[i], source, str(int(n_items[i])), _fmt(dice[i])]
+                    + [_fmt(v) for v in class_dice[i]]
+                )
+        return out
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the whole record atomically (cheap: thousands of rows)."""
+        return write_csv_atomic(path, self.fields, self.rows())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DynamicsRecord:
+        """Read a record written by ``save`` (for resuming a run)."""
+        table = read_dynamics(path)
+        class_cols = sorted((k for k in table if k.startswith("dice_class")), key=lambda k: int(k[10:]))
+        order: dict[str, str] = {}
+        for case, center in zip(table["case_id"], table["center"]):
+            order.setdefault(case, center)
+        record = cls(list(order), list(order.values()), num_classes=len(class_cols) + 1)
+        epochs = table["epoch"].astype(int)
+        for e in np.unique(epochs):
+            sel = epochs == e
+            idx = np.array([record._index[c] for c in table["case_id"][sel]])
+            class_dice = np.full((len(order), len(class_cols)), np.nan)
+            class_dice[idx] = np.stack([table[k][sel] for k in class_cols], axis=1)
+            n_items = np.zeros(len(order), dtype=np.int64)
+            n_items[idx] = table["n_items"][sel].astype(int)
+            record._epochs[int(e)] = (str(table["source"][sel][0]), class_dice, n_items)
+        return record
+
+
+def read_dynamics(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
+    """Read a dynamics CSV into columns: strings for ids, floats (NaN for empty cells) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dynamics record not found: {path}")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        fields = reader.fieldnames or []
+    missing = [k for k in BASE_FIELDS if k not in fields]
+    if missing:
+        raise ValueError(f"{path}: not a dynamics record, missing columns {missing}")
+    if not rows:
+        raise ValueError(f"{path}: the dynamics record is empty")
+    text_cols = {"case_id", "center", "source"}
+    return {
+        k: np.array([r[k] for r in rows])
+        if k in text_cols
+        else np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
+        for k in fields
+    }
