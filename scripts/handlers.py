@@ -23,6 +23,7 @@ from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from scripts.atomic import write_csv_atomic, write_json_atomic
 from scripts.dynamics import foreground_counts, moving_distance, stop_index, window_bounds, window_stats
+from scripts.flags import as_bool
 from scripts.record import DynamicsRecord
 
 __all__ = ["DADTracker", "MovingDistanceHandler"]
@@ -185,8 +186,8 @@ class MovingDistanceHandler:
         self.record = record
         self.delta_t = delta_t
         self.stop_fraction = stop_fraction
-        self.signed = signed
-        self.early_prune = early_prune
+        self.signed = as_bool(signed, "signed")
+        self.early_prune = as_bool(early_prune, "early_prune")
         self.curve_path = Path(output_dir) / curve_filename
         self.summary_path = Path(output_dir) / summary_filename
         self.save_rank = save_rank
@@ -268,3 +269,55 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if np.isnan(value) else f"{value:.8g}"
     return str(value)
+
+
+class SubsetExportHandler:
+    """Exports the pruned subset the moment the stop rule fires (after ``MovingDistanceHandler``
+    set ``engine.state.prune_epoch``), so an ``early_prune`` run ends with its subset on disk.
+
+    Args:
+        record: the per-case record a ``DADTracker`` fills.
+        dataset_json: the data set the trainer reads (its training list is the record's cases).
+        output_dir: where ``subset_datalist.json``, ``selection.csv`` and ``prune_summary.json`` go.
+        delta_t, rate, strategy, seed, stratify: as in ``scripts.prune.select_subset``.
+    """
+
+    def __init__(
+        self,
+        record: DynamicsRecord,
+        dataset_json: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        delta_t: int = 10,
+        rate: float = 0.3,
+        strategy: str = "ambiguous",
+        seed: int = 0,
+        stratify: bool = False,
+        save_rank: int = 0,
+    ) -> None:
+        from scripts.selection import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+        if not 0 < rate < 1:
+            raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+        self.record = record
+        self.dataset_json = dataset_json
+        self.output_dir = Path(output_dir)
+        self.delta_t = delta_t
+        self.options = {"rate": rate, "strategy": strategy, "seed": seed, "stratify": as_bool(stratify, "stratify")}
+        self.save_rank = save_rank
+        self.logger = logging.getLogger("SubsetExportHandler")
+
+    def attach(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        if getattr(engine.state, "prune_epoch", None) != epoch or idist.get_rank() != self.save_rank:
+            return
+        from scripts.prune import export_subset, select_subset
+
+        selection = select_subset(self.record, epoch, self.delta_t, **self.options)
+        export_subset(selection, self.dataset_json, self.output_dir, note=f"the stop rule fired at epoch {epoch}")
+        self.logger.info(f"subset exported to {self.output_dir} at epoch {epoch}")

@@ -1,0 +1,220 @@
+"""The whole pipeline in one command: stage 1 on the full data, prune by DAD and at random to the same
+size, retrain on both subsets, evaluate all three on the test set, print one table.
+
+    python -m scripts.pipeline [--work_dir runs/pipeline] [--rate 0.3] [--seeds "[0,1,2]"]
+        [--preset configs/presets/hippocampus.yaml] [--overrides "{'epochs': 20}"]
+
+Every stage is a plain ``python -m monai.bundle run ...`` of the bundle's own configs, so each can be
+rerun by hand with the command the pipeline logs. With several seeds, stage 1 (seed 0) supplies the DAD
+ranking once; the full-data model, the DAD-subset model and a fresh random subset are trained per
+seed, and the table gives mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import fire
+import numpy as np
+
+from scripts.atomic import write_json_atomic, write_text_atomic
+from scripts.record import read_dynamics
+
+logger = logging.getLogger("pipeline")
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = ("full", "dad", "random")
+
+
+def _cli_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def bundle_run(run_id: str, config_files: Sequence[str], settings: Mapping[str, Any], log_file: Path) -> float:
+    """Run one bundle workflow in a fresh process; returns its wall time in seconds."""
+    files = [str(ROOT / f) if not Path(f).is_absolute() else f for f in config_files]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", json.dumps(files)]
+    for key, value in settings.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    logger.info("$ " + " ".join(cmd))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_file, "w") as log:
+        result = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{run_id} failed (exit {result.returncode}); see {log_file}")
+    return time.perf_counter() - start
+
+
+def _epochs_run(run_dir: Path) -> int:
+    return int(np.nanmax(read_dynamics(run_dir / "dynamics.csv")["epoch"]))
+
+
+def run_pipeline(
+    work_dir: str = "runs/pipeline",
+    rate: float = 0.3,
+    strategy: str = "ambiguous",
+    seeds: Sequence[int] = (0,),
+    preset: str | Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every stage and return (and write to work_dir/pipeline.json and table.md) the results."""
+    work = (ROOT / work_dir).resolve() if not Path(work_dir).is_absolute() else Path(work_dir)
+    presets = [preset] if isinstance(preset, str) else list(preset or [])
+    train_cfg = ["configs/train.yaml", *presets]
+    common = dict(overrides or {})
+    seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    results: dict[str, Any] = {"rate": rate, "strategy": strategy, "seeds": seeds, "preset": presets, "runs": []}
+
+    stage1 = work / "stage1"
+    t_stage1 = bundle_run(
+        "training",
+        train_cfg,
+        {**common, "seed": seeds[0], "output_dir": stage1, "ckpt_dir": work / "models" / f"full_seed{seeds[0]}"},
+        work / "logs" / "stage1.log",
+    )
+    run_info = json.loads((stage1 / "run.json").read_text())
+    stage1_epochs = _epochs_run(stage1)
+    t_prune = bundle_run(
+        "pruning",
+        ["configs/prune.yaml"],
+        {"stage1_dir": stage1, "output_dir": work / "prune_dad", "prune_rate": rate, "prune_strategy": strategy},
+        work / "logs" / "prune_dad.log",
+    )
+    results["stage1"] = {"epochs": stage1_epochs, "wall_s": t_stage1, "prune_wall_s": t_prune}
+    results["prune"] = json.loads((work / "prune_dad" / "prune_summary.json").read_text())
+
+    for seed in seeds:
+        arms: dict[str, dict[str, Any]] = {}
+        if seed == seeds[0]:
+            arms["full"] = {"out": stage1, "ckpt": work / "models" / f"full_seed{seed}", "wall_s": t_stage1}
+        else:
+            out, ckpt = work / f"full_seed{seed}", work / "models" / f"full_seed{seed}"
+            wall = bundle_run(
+                "training",
+                train_cfg,
+                {**common, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
+                work / "logs" / f"full_seed{seed}.log",
+            )
+            arms["full"] = {"out": out, "ckpt": ckpt, "wall_s": wall}
+        random_dir = work / f"prune_random_seed{seed}"
+        bundle_run(
+            "pruning",
+            ["configs/prune.yaml"],
+            {
+                "stage1_dir": stage1,
+                "output_dir": random_dir,
+                "prune_rate": rate,
+                "prune_strategy": "random",
+                "prune_seed": seed,
+                "report": False,
+            },
+            work / "logs" / f"prune_random_seed{seed}.log",
+        )
+        for arm, subset in (("dad", work / "prune_dad"), ("random", random_dir)):
+            out, ckpt = work / f"retrain_{arm}_seed{seed}", work / "models" / f"{arm}_seed{seed}"
+            wall = bundle_run(
+                "training",
+                [*train_cfg, "configs/retrain.yaml"],
+                {
+                    **common,
+                    "seed": seed,
+                    "subset_dir": subset,
+                    "stage1_epochs": stage1_epochs,
+                    "output_dir": out,
+                    "ckpt_dir": ckpt,
+                },
+                work / "logs" / f"retrain_{arm}_seed{seed}.log",
+            )
+            arms[arm] = {"out": out, "ckpt": ckpt, "wall_s": wall}
+        for arm, info in arms.items():
+            bundle_run(
+                "evaluating",
+                [*train_cfg, "configs/evaluate.yaml"],
+                {
+                    **common,
+                    "dataset_json": run_info["dataset_json"],
+                    "output_dir": info["out"],
+                    "ckpt_dir": info["ckpt"],
+                },
+                work / "logs" / f"evaluate_{arm}_seed{seed}.log",
+            )
+            summary = json.loads((info["out"] / "eval" / "summary.json").read_text())
+            n_train = len(_train_cases(info["out"]))
+            results["runs"].append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "train_cases": n_train,
+                    "epochs": _epochs_run(info["out"]),
+                    "wall_s": info["wall_s"],
+                    "test_dice": summary,
+                }
+            )
+    table = format_table(results)
+    write_json_atomic(work / "pipeline.json", _jsonable(results))
+    write_text_atomic(work / "table.md", table + "\n")
+    print(table)
+    return results
+
+
+def _train_cases(run_dir: Path) -> list[str]:
+    table = read_dynamics(run_dir / "dynamics.csv")
+    return sorted(set(table["case_id"].tolist()))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """One Markdown table: test Dice per center and overall (mean ± std over seeds), cases, epochs, time."""
+    runs = results["runs"]
+    centers = sorted({c for r in runs for c in r["test_dice"] if c != "overall"}) + ["overall"]
+    n_seeds = len(results["seeds"])
+    head = ["arm", "train cases", "epochs", "wall s"] + [f"Dice {c}" for c in centers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm in ARMS:
+        rs = [r for r in runs if r["arm"] == arm]
+        if not rs:
+            continue
+
+        def stat(values: list[float], fmt: str = ".4f") -> str:
+            if n_seeds == 1:
+                return f"{values[0]:{fmt}}"
+            return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
+
+        cells = [
+            {"full": "full data", "dad": f"DAD {results['strategy']}", "random": "random"}[arm],
+            str(rs[0]["train_cases"]),
+            stat([r["epochs"] for r in rs], ".0f"),
+            stat([r["wall_s"] for r in rs], ".0f"),
+        ] + [stat([r["test_dice"][c]["mean"] for r in rs]) for c in centers]
+        lines.append("| " + " | ".join(cells) + " |")
+    stage1 = results["stage1"]
+    prune = results["prune"]
+    lines.append("")
+    lines.append(
+        f"Stage 1: {stage1['epochs']} epochs, {stage1['wall_s']:.0f} s; pruning {stage1['prune_wall_s']:.0f} s "
+        f"({prune['num_kept']}/{prune['num_cases']} cases kept at rate {results['rate']}, "
+        f"window epochs {prune['window'][0]}-{prune['window'][1]}: {prune['note']}). "
+        f"Seeds: {results['seeds']}" + (" (mean ± std over seeds)." if n_seeds > 1 else ".")
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
+    fire.Fire(run_pipeline)

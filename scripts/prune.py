@@ -1,0 +1,231 @@
+"""Stage 2: rank the training cases by DAD at the chosen window, select a subset, export it.
+
+``select_subset`` works on an in-memory record (the trainer's handler uses it the moment the stop rule
+fires); ``run_pruning`` is the prune workflow over a finished stage-1 run's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scripts.atomic import write_csv_atomic, write_json_atomic
+from scripts.data import load_datalist
+from scripts.dynamics import window_stats
+from scripts.flags import as_bool
+from scripts.record import DynamicsRecord
+from scripts.selection import STRATEGIES, ranks, regions, select
+
+__all__ = ["Selection", "choose_window", "select_subset", "export_subset", "run_pruning", "SELECTION_FIELDS"]
+
+SELECTION_FIELDS = ("case_id", "center", "dad", "variability", "region", "rank", "kept")
+LISTS = ("training", "validation", "test")
+logger = logging.getLogger("pruning")
+
+
+@dataclass
+class Selection:
+    """The ranked training cases of one window and which of them are kept."""
+
+    case_ids: list[str]
+    centers: list[str]
+    dad: np.ndarray
+    variability: np.ndarray
+    region: np.ndarray
+    rank: np.ndarray
+    kept: np.ndarray
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self) -> list[list[str]]:
+        def cell(v: float) -> str:
+            return "" if np.isnan(v) else f"{v:.8g}"
+
+        return [
+            [c, k, cell(d), cell(v), r, str(int(n)), str(int(keep))]
+            for c, k, d, v, r, n, keep in zip(
+                self.case_ids, self.centers, self.dad, self.variability, self.region, self.rank, self.kept
+            )
+        ]
+
+
+def choose_window(
+    last_epoch: int, delta_t: int, stop_rule: Mapping[str, Any] | None = None, epoch: int | None = None
+) -> tuple[int, str]:
+    """The end epoch of the window to prune at, and why.
+
+    The user's ``epoch`` wins; otherwise the stop rule's prune epoch; otherwise the last full window.
+    """
+    if epoch is not None:
+        if not delta_t <= epoch <= last_epoch:
+            raise ValueError(
+                f"epoch {epoch} is outside the record: windows of {delta_t} end in [{delta_t}, {last_epoch}]"
+            )
+        return int(epoch), f"the window ending at the requested epoch {epoch}"
+    if stop_rule and stop_rule.get("fired") and stop_rule.get("prune_epoch") is not None:
+        return int(stop_rule["prune_epoch"]), f"the stop rule fired at epoch {stop_rule['prune_epoch']}"
+    end = (last_epoch // delta_t) * delta_t
+    if end < delta_t:
+        raise ValueError(f"the record ends at epoch {last_epoch}, before a full window of {delta_t} epochs")
+    return end, f"the stop rule did not fire: the last full window, ending at epoch {end}"
+
+
+def select_subset(
+    record: DynamicsRecord,
+    end_epoch: int,
+    delta_t: int,
+    rate: float,
+    strategy: str = "ambiguous",
+    seed: int = 0,
+    stratify: bool = False,
+) -> Selection:
+    """DAD and variability of every case over (end_epoch - delta_t, end_epoch], ranked and selected."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    if not 0 < rate < 1:
+        raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+    epochs, dice = record.dice_matrix()
+    if len(epochs) == 0:
+        raise ValueError("the dynamics record is empty: no epoch was recorded")
+    dad, variability = window_stats(dice, epochs, end_epoch - delta_t, end_epoch)
+    kept = select(dad, rate, strategy, seed, groups=record.centers if stratify else None)
+    return Selection(
+        case_ids=list(record.case_ids),
+        centers=list(record.centers),
+        dad=dad,
+        variability=variability,
+        region=regions(dad, rate),
+        rank=ranks(dad),
+        kept=kept,
+        settings={
+            "strategy": strategy,
+            "rate": rate,
+            "seed": seed,
+            "stratify": stratify,
+            "window": [end_epoch - delta_t + 1, end_epoch],
+            "delta_t": delta_t,
+        },
+    )
+
+
+def _read_lists(dataset_json: str | os.PathLike) -> dict[str, list[dict]]:
+    """Every labelled list of the data set, with absolute paths (the export lives elsewhere)."""
+    with open(dataset_json) as f:
+        content = json.load(f)
+    present = [k for k in LISTS if content.get(k)]
+    return {k: load_datalist(dataset_json, k) for k in present}
+
+
+def export_subset(
+    selection: Selection,
+    dataset_json: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    note: str = "",
+) -> dict[str, Any]:
+    """Write ``subset_datalist.json`` (Decathlon format: the kept training cases, validation and test
+    unchanged), ``selection.csv`` and ``prune_summary.json`` into ``out_dir``, each atomically.
+
+    Everything is checked before anything is written: the record's cases must be exactly the data
+    set's training cases.
+    """
+    lists = _read_lists(dataset_json)
+    training = {d["case_id"]: d for d in lists.get("training", [])}
+    unknown = [c for c in selection.case_ids if c not in training]
+    if unknown:
+        raise ValueError(f"{len(unknown)} recorded cases are not training cases of {dataset_json}: {unknown[:5]}")
+    unrecorded = [c for c in training if c not in set(selection.case_ids)]
+    if unrecorded:
+        raise ValueError(f"{len(unrecorded)} training cases of {dataset_json} have no record: {unrecorded[:5]}")
+
+    kept_ids = [c for c, k in zip(selection.case_ids, selection.kept) if k]
+    by_center: dict[str, dict[str, int]] = {}
+    for center, k in zip(selection.centers, selection.kept):
+        counts = by_center.setdefault(center, {"kept": 0, "dropped": 0})
+        counts["kept" if k else "dropped"] += 1
+    summary = {
+        **selection.settings,
+        "source_datalist": str(Path(dataset_json).resolve()),
+        "num_cases": len(selection.case_ids),
+        "num_kept": len(kept_ids),
+        "per_center": by_center,
+        "missing_dad": [c for c, d in zip(selection.case_ids, selection.dad) if np.isnan(d)],
+        "note": note,
+    }
+    subset = {
+        "name": "DAD-pruned subset",
+        "description": f"{len(kept_ids)} of {len(training)} training cases kept by strategy "
+        f"{selection.settings.get('strategy')} at prune rate {selection.settings.get('rate')}",
+        "tensorImageSize": "3D",
+        "numTraining": len(kept_ids),
+        "pruning": summary,
+        **{k: v for k, v in lists.items() if k != "training"},
+        "training": [training[c] for c in kept_ids],
+    }
+    out = Path(out_dir)
+    write_json_atomic(out / "subset_datalist.json", subset)
+    write_csv_atomic(out / "selection.csv", SELECTION_FIELDS, selection.rows())
+    write_json_atomic(out / "prune_summary.json", summary)
+    logger.info(f"kept {len(kept_ids)}/{len(training)} cases ({selection.settings}); wrote {out}")
+    return summary
+
+
+def read_run_info(stage1_dir: str | os.PathLike) -> dict[str, Any]:
+    """The stage-1 run's settings (``run.json``, written when training starts)."""
+    path = Path(stage1_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {stage1_dir} a stage-1 training run's output dir?")
+    return json.loads(path.read_text())
+
+
+def run_pruning(
+    stage1_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    rate: float = 0.3,
+    strategy: str = "ambiguous",
+    seed: int = 0,
+    epoch: int | None = None,
+    stratify: bool = False,
+    dataset_json: str | os.PathLike | None = None,
+    delta_t: int | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """The prune workflow over a stage-1 run's output dir; returns the summary it writes."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    if not 0 < rate < 1:
+        raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+    stratify, report = as_bool(stratify, "stratify"), as_bool(report, "report")
+    stage1 = Path(stage1_dir)
+    info = read_run_info(stage1)
+    dataset_json = dataset_json or info["dataset_json"]
+    delta_t = int(delta_t or info["delta_t"])
+    record = DynamicsRecord.load(stage1 / "dynamics.csv")
+    rule_path = stage1 / "stop_rule.json"
+    stop_rule = json.loads(rule_path.read_text()) if rule_path.is_file() else None
+    end, why = choose_window(max(record.epochs), delta_t, stop_rule, epoch)
+    selection = select_subset(record, end, delta_t, rate, strategy, seed, stratify)
+    summary = export_subset(selection, dataset_json, out_dir, note=why)
+    if report:
+        from scripts.report import make_report
+
+        faults = Path(dataset_json).parent / "faults.csv"
+        make_report(
+            Path(out_dir) / "selection.csv",
+            Path(out_dir) / "report",
+            curve_csv=stage1 / "moving_distance.csv",
+            stop_rule_json=rule_path if rule_path.is_file() else None,
+            faults_csv=faults if faults.is_file() else None,
+            datalist_json=dataset_json,
+        )
+    return summary
+
+
+def kept_case_ids(subset_json: str | os.PathLike) -> Sequence[str]:
+    """The training case ids of an exported subset."""
+    return [d["case_id"] for d in load_datalist(subset_json, "training", check_files=False)]

@@ -1,0 +1,73 @@
+"""Selection on hand-made rankings."""
+
+import numpy as np
+import pytest
+
+from scripts.selection import drop_counts, ranks, regions, select
+
+IDS = list("abcdefghij")
+# ascending: b .1, f .2, d .3, h .4, a .5, i .6, e .7, g .8, c .9, j .95
+SCORES = [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6, 0.95]
+
+
+def kept(mask):
+    return sorted(i for i, k in zip(IDS, mask) if k)
+
+
+def test_drop_counts_exact():
+    assert drop_counts(10, 0.4) == (2, 2)
+    assert drop_counts(10, 0.33) == (1, 2)  # floor(3.3)=3: floor(1.65)=1 hardest, 2 easiest
+    assert drop_counts(7, 0.5) == (1, 2)  # floor(3.5)=3, floor(1.75)=1
+
+
+@pytest.mark.parametrize(
+    "strategy, expected",
+    [
+        ("ambiguous", ["a", "d", "e", "g", "h", "i"]),  # drop b, f (hardest) and c, j (easiest)
+        ("easy", ["a", "c", "e", "g", "i", "j"]),  # the 6 highest DAD
+        ("hard", ["a", "b", "d", "f", "h", "i"]),  # the 6 lowest DAD
+    ],
+)
+def test_strategies_n10_p04(strategy, expected):
+    assert kept(select(SCORES, 0.4, strategy)) == expected
+
+
+def test_random_is_seeded_and_sized():
+    a = select(SCORES, 0.4, "random", seed=1)
+    assert a.sum() == 6
+    np.testing.assert_array_equal(a, select(SCORES, 0.4, "random", seed=1))
+    assert any(not np.array_equal(a, select(SCORES, 0.4, "random", seed=s)) for s in range(2, 6))
+
+
+def test_regions_and_ranks():
+    reg = dict(zip(IDS, regions(SCORES, 0.4)))
+    assert {k for k, v in reg.items() if v == "hard"} == {"b", "f"}
+    assert {k for k, v in reg.items() if v == "easy"} == {"c", "j"}
+    assert dict(zip(IDS, ranks(SCORES)))["b"] == 1 and dict(zip(IDS, ranks(SCORES)))["j"] == 10
+
+
+def test_missing_score_ranks_hardest():
+    scores = [0.5, np.nan, 0.9, 0.3]
+    assert ranks(scores)[1] == 1
+    assert regions(scores, 0.5)[1] == "hard"
+
+
+def test_stratified_keeps_each_centers_share():
+    centers = ["x"] * 6 + ["y"] * 4
+    mask = select(SCORES, 0.5, "ambiguous", groups=centers)
+    # x: a..f scores .5 .1 .9 .3 .7 .2 -> drop floor(1.5)=1 hardest (b) and 2 easiest (c, e)
+    # y: g..j scores .8 .4 .6 .95 -> drop 1 hardest (h) and 1 easiest (j)
+    assert kept(mask) == ["a", "d", "f", "g", "i"]
+    assert sum(m for m, c in zip(mask, centers) if c == "x") == 3
+    assert sum(m for m, c in zip(mask, centers) if c == "y") == 2
+
+
+@pytest.mark.parametrize("rate", [0, 1, -0.1, 1.5])
+def test_rate_out_of_range(rate):
+    with pytest.raises(ValueError, match="prune rate"):
+        select(SCORES, rate)
+
+
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="unknown selection strategy 'median'"):
+        select(SCORES, 0.4, "median")
