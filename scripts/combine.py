@@ -111,8 +111,8 @@ def _per_source(value: Any, names: list[str], what: str) -> dict[str, int | None
     if not isinstance(value, Mapping):
         raise CombineError(f"{what} must be an int, a mapping of source -> int, or None; got {value!r}")
     unknown = sorted(set(map(str, value)) - set(names))
-    if unknown:
-        raise CombineError(f"{what}: unknown sources {unknown}; sources are {names}")
+    if unknown:  # e.g. a preset's {'msd': 100, 'word': 100} when only msd and nih are combined
+        warnings.warn(f"{what}: ignoring sources that are not combined: {unknown}", stacklevel=3)
     return {n: None if value.get(n) is None else int(value[n]) for n in names}
 
 

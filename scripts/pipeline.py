@@ -123,7 +123,8 @@ def run_pipeline(
                 "training",
                 [*train_cfg, "configs/retrain.yaml"],
                 {
-                    **common,
+                    # the retraining's epochs follow from stage 1's (retrain.yaml), not from an override
+                    **{k: v for k, v in common.items() if k != "epochs"},
                     "seed": seed,
                     "subset_dir": subset,
                     "stage1_epochs": stage1_epochs,

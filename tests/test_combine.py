@@ -196,8 +196,11 @@ def test_bad_sources_are_clear(sources, tmp_path):
         combine_sources({"empty": str(tmp_path)}, tmp_path / "x.json")
     with pytest.raises(CombineError, match="test_fraction"):
         combine_sources(sources, tmp_path / "x.json", test_fraction=1.0)
-    with pytest.raises(CombineError, match="unknown sources"):
-        combine_sources(sources, tmp_path / "x.json", max_cases={"gamma": 3})
+    with pytest.raises(CombineError, match="max_cases must be >= 1"):
+        combine_sources(sources, tmp_path / "x.json", max_cases=0)
+    with pytest.warns(UserWarning, match=r"ignoring sources that are not combined: \['gamma'\]"):
+        combine_sources(sources, tmp_path / "y.json", max_cases={"gamma": 3})
+    (tmp_path / "y.json").unlink()
     with pytest.raises(CombineError, match="source name"):
         parse_sources({"a b": "x"})
     assert not (tmp_path / "x.json").exists()
