@@ -423,21 +423,28 @@ def _number_key(path: Path) -> str:
     return str(int(groups[-1]))
 
 
+def _dirs(value: str | os.PathLike | list) -> list[Path]:
+    if isinstance(value, (list, tuple)):
+        return [Path(v) for v in value]
+    return [Path(v) for v in str(value).split(",") if v.strip()]
+
+
 def make_datalist(
-    images_dir: str,
-    labels_dir: str,
+    images_dir: str | list[str],
+    labels_dir: str | list[str],
     out: str,
     pattern: str = "*.nii.gz",
     strict: bool = True,
 ) -> str:
     """Pair images and labels by the last number in their file names into a datalist JSON.
 
-    E.g. NIH Pancreas-CT converted to ``PANCREAS_0001.nii.gz`` pairs with ``label0001.nii.gz``. Case ids
+    E.g. NIH Pancreas-CT converted to ``PANCREAS_0001.nii.gz`` pairs with ``label0001.nii.gz``. Several
+    folders may be given (a list or comma-separated, e.g. WORD's imagesTr,imagesVal,imagesTs). Case ids
     come from the image names. With ``strict`` (default) an image without label (or the reverse) or two
     files with the same number is an error; otherwise unpaired files are skipped with a warning.
     """
-    images = sorted(Path(images_dir).glob(pattern))
-    labels = sorted(Path(labels_dir).glob(pattern))
+    images = sorted(f for d in _dirs(images_dir) for f in d.glob(pattern))
+    labels = sorted(f for d in _dirs(labels_dir) for f in d.glob(pattern))
     if not images:
         raise CombineError(f"no images matching {pattern!r} in {images_dir}")
     by_key: dict[str, dict[str, list[Path]]] = {}
@@ -458,7 +465,8 @@ def make_datalist(
         raise CombineError("unpaired files, nothing written:\n  " + "\n  ".join(problems[:_MAX_LISTED]))
     for p in problems:
         warnings.warn(f"skipped {p}", stacklevel=2)
-    write_json_atomic(out, {"name": Path(images_dir).name, "training": entries, "numTraining": len(entries)})
+    name = _dirs(images_dir)[0].resolve().parent.name
+    write_json_atomic(out, {"name": name, "training": entries, "numTraining": len(entries)})
     return str(out)
 
 

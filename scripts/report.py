@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -34,7 +33,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from scripts.atomic import write_text_atomic
+from scripts.atomic import atomic_output, write_text_atomic
 
 __all__ = [
     "REGIONS",
@@ -253,29 +252,12 @@ def _md_cell(text: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would, for a moment, in every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
 def _save_png(fig: Figure, path: Path) -> Path:
     """Save a figure as PNG to a temp name beside ``path`` and rename it over ``path``."""
     FigureCanvasAgg(fig)  # make sure the figure renders with Agg, whatever pyplot's backend is
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the figure ordinary file permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png")
     finally:
         fig.clf()  # figures made without pyplot are not registered; clearing frees them
     return path
@@ -900,12 +882,7 @@ def make_report(
         "datalist_json": datalist_json,
     }
     text = _markdown(title, rows, faults, stop_rule, figures, skipped, notes, inputs)
-    md = write_text_atomic(out / "report.md", text)
-    try:
-        os.chmod(md, 0o666 & ~_umask())  # the atomic writer's temp file is 0600
-    except OSError:
-        pass
-    return md
+    return write_text_atomic(out / "report.md", text)
 
 
 if __name__ == "__main__":

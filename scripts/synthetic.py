@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from scripts.atomic import write_text_atomic
+from scripts.atomic import atomic_output, write_text_atomic
 
 __all__ = [
     "FAULT_KINDS",
@@ -382,9 +381,8 @@ def _save_nifti(array: np.ndarray, path: Path) -> None:
     image.header.set_xyzt_units("mm")
     image.set_qform(np.eye(4), code=1)
     image.set_sform(np.eye(4), code=1)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    nib.save(image, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        nib.save(image, tmp)
 
 
 def _entry(cid: str, center: int, images: str, labels: str) -> dict[str, str]:

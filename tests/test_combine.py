@@ -229,6 +229,14 @@ def test_make_datalist_pairs_by_number(tmp_path):
     cases = read_source("nih", out)
     assert [c["case_id"] for c in cases] == ["nih_PANCREAS_0001", "nih_PANCREAS_0002", "nih_PANCREAS_0010"]
     assert all(c["label"].endswith(f"label{c['case_id'][-4:]}.nii.gz") for c in cases)
+    # several folders (WORD: imagesTr, imagesVal, imagesTs), comma-separated or a list
+    images_val, labels_val = tmp_path / "imagesVal", tmp_path / "labelsVal"
+    images_val.mkdir()
+    labels_val.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), images_val / "word_0003.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), np.eye(4)), labels_val / "word_0003.nii.gz")
+    both = make_datalist(f"{images},{images_val}", [str(labels), str(labels_val)], str(tmp_path / "two.json"))
+    assert len(read_source("w", both)) == 4
     (labels / "label0002.nii.gz").unlink()
     with pytest.raises(CombineError, match="number 2"):
         make_datalist(str(images), str(labels), str(tmp_path / "nih2.json"))

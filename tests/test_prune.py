@@ -133,7 +133,9 @@ def test_center_summary_hand_worked():
         center_summary({"z": 1.0}, {"a": "x"})
 
 
-@pytest.mark.parametrize("value, expected", [(True, True), ("false", False), ("True", True), ("0", False), (None, False)])
+@pytest.mark.parametrize(
+    "value, expected", [(True, True), ("false", False), ("True", True), ("0", False), (None, False)]
+)
 def test_as_bool(value, expected):
     assert as_bool(value) is expected
 
