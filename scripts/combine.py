@@ -482,7 +482,18 @@ def _cli(
     check: bool = True,
     max_cases: Any = None,
 ) -> str:
-    """Combine sources into one datalist; prints the counts per source and returns the path."""
+    """Combine labelled sources into one seeded Decathlon-style datalist (prints counts per source).
+
+    Args:
+        out: the combined datalist JSON to write (absolute paths; lists training, validation, test).
+        sources: name -> Decathlon folder or datalist JSON, as "{'msd': 'dir', 'nih': 'list.json'}" or
+            msd=dir,nih=list.json. The name becomes each case's center and case-id prefix.
+        test_fraction: part of each source held out as test.
+        val_fraction: part of each source's remaining cases used for validation (>= 1 case from 5 cases).
+        seed: split seed (each source is split on its own).
+        check: check files exist and image/label shapes agree (NIfTI headers); --nocheck skips it.
+        max_cases: seeded subset per source before splitting: an int or "{'msd': 100}".
+    """
     path = combine_sources(sources, out, test_fraction, val_fraction, seed, check, max_cases)
     combined = json.loads(path.read_text())
     for name, c in combined["counts"].items():

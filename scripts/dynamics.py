@@ -18,6 +18,8 @@ __all__ = [
     "window_stats",
     "moving_distance",
     "stop_index",
+    "jaccard",
+    "overlap_stop_index",
 ]
 
 
@@ -144,5 +146,23 @@ def stop_index(distances: Sequence[float], fraction: float = 0.01) -> int | None
     for k, value in enumerate(distances):
         largest = max(largest, value)
         if k >= 1 and largest > 0 and value <= fraction * largest:
+            return k
+    return None
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|A ∩ B| / |A ∪ B| of two boolean masks (1 when both are empty)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    union = np.sum(a | b)
+    return float(np.sum(a & b) / union) if union else 1.0
+
+
+def overlap_stop_index(overlaps: Sequence[float], threshold: float = 0.9) -> int | None:
+    """Index of the first overlap (Jaccard of the subsets kept at two consecutive windows) that reaches
+    ``threshold``: the noise-robust rule method-notes.md offers beside the 1% rule. None if never."""
+    if not 0 < threshold <= 1:
+        raise ValueError(f"overlap threshold must be in (0, 1], got {threshold}")
+    for k, value in enumerate(overlaps):
+        if value >= threshold:
             return k
     return None

@@ -22,9 +22,18 @@ from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from scripts.atomic import write_csv_atomic, write_json_atomic
-from scripts.dynamics import foreground_counts, moving_distance, stop_index, window_bounds, window_stats
+from scripts.dynamics import (
+    foreground_counts,
+    jaccard,
+    moving_distance,
+    overlap_stop_index,
+    stop_index,
+    window_bounds,
+    window_stats,
+)
 from scripts.flags import as_bool
 from scripts.record import DynamicsRecord
+from scripts.selection import STRATEGIES, select
 
 __all__ = ["DADTracker", "MovingDistanceHandler"]
 
@@ -146,13 +155,18 @@ CURVE_FIELDS = (
     "distance",
     "max_distance",
     "ratio",
+    "kept_jaccard",
     "stop",
 )
+RULES = ("distance", "overlap")
 
 
 class MovingDistanceHandler:
     """Every ``delta_t`` epochs: DAD and variability per case over the last window, the moving
-    distance L to the previous window, and the stop rule (L <= ``stop_fraction`` x max L so far).
+    distance L to the previous window, and the stop rule: with ``rule="distance"`` (the paper's)
+    L <= ``stop_fraction`` x max L so far; with ``rule="overlap"`` (noise-robust, method-notes.md) the
+    subsets the ambiguous strategy would keep at two consecutive windows overlap by a Jaccard index
+    >= ``overlap_threshold``. Both L forms and the overlap are always written.
 
     Writes ``curve_filename`` (one row per window) and ``summary_filename`` (the prune epoch, or
     null with a note when the rule has not fired). When the rule fires, ``engine.state.prune_epoch``
@@ -165,6 +179,9 @@ class MovingDistanceHandler:
         stop_fraction: the rule's fraction of the largest L (1% in the paper).
         signed: use the paper's signed sum for the rule instead of absolute deltas (both are written).
         early_prune: stop training when the rule fires.
+        rule: "distance" or "overlap".
+        overlap_threshold: the Jaccard index the overlap rule needs.
+        overlap_rate: the prune rate of the subsets compared by the overlap rule.
     """
 
     def __init__(
@@ -175,6 +192,9 @@ class MovingDistanceHandler:
         stop_fraction: float = 0.01,
         signed: bool = False,
         early_prune: bool = False,
+        rule: str = "distance",
+        overlap_threshold: float = 0.9,
+        overlap_rate: float = 0.3,
         curve_filename: str = "moving_distance.csv",
         summary_filename: str = "stop_rule.json",
         save_rank: int = 0,
@@ -183,6 +203,15 @@ class MovingDistanceHandler:
             raise ValueError(f"delta_t must be >= 1, got {delta_t}")
         if not 0 < stop_fraction < 1:
             raise ValueError(f"stop_fraction must be in (0, 1), got {stop_fraction}")
+        if rule not in RULES:
+            raise ValueError(f"unknown stop rule {rule!r}; expected one of {RULES}")
+        if not 0 < overlap_threshold <= 1:
+            raise ValueError(f"overlap_threshold must be in (0, 1], got {overlap_threshold}")
+        if not 0 < overlap_rate < 1:
+            raise ValueError(f"overlap_rate must be in (0, 1), got {overlap_rate}")
+        self.rule = rule
+        self.overlap_threshold = overlap_threshold
+        self.overlap_rate = overlap_rate
         self.record = record
         self.delta_t = delta_t
         self.stop_fraction = stop_fraction
@@ -202,18 +231,22 @@ class MovingDistanceHandler:
         """The moving-distance curve of the record's complete windows up to ``last_epoch``."""
         epochs, dice = self.record.dice_matrix()
         rows: list[dict[str, Any]] = []
-        prev = None
+        prev = prev_kept = None
         for w, (start, end) in enumerate(window_bounds(last_epoch, self.delta_t), start=1):
             stats = window_stats(dice, epochs, start, end)
+            kept = select(stats[0], self.overlap_rate, "ambiguous")
             row = {"window": w, "epoch_start": start + 1, "epoch_end": end}
             if prev is not None:
                 row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
                 row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
                 row["distance"] = row["distance_signed" if self.signed else "distance_abs"]
+                row["kept_jaccard"] = jaccard(prev_kept, kept)
             rows.append(row)
-            prev = stats
-        distances = [r["distance"] for r in rows[1:]]
-        fired = stop_index(distances, self.stop_fraction)
+            prev, prev_kept = stats, kept
+        if self.rule == "distance":
+            fired = stop_index([r["distance"] for r in rows[1:]], self.stop_fraction)
+        else:
+            fired = overlap_stop_index([r["kept_jaccard"] for r in rows[1:]], self.overlap_threshold)
         largest = -np.inf
         for k, row in enumerate(rows[1:]):
             largest = max(largest, row["distance"])
@@ -248,18 +281,27 @@ class MovingDistanceHandler:
 
     def summary(self, last_epoch: int) -> dict[str, Any]:
         fired = self.prune_epoch is not None
+        if self.rule == "distance":
+            what = f"L fell to <= {self.stop_fraction:.0%} of its maximum"
+            why_not = (
+                f"L has not fallen to {self.stop_fraction:.0%} of its maximum (random-crop noise may keep it above)"
+            )
+        else:
+            what = f"the kept subsets of consecutive windows overlapped by Jaccard >= {self.overlap_threshold}"
+            why_not = f"consecutive kept subsets have not overlapped by Jaccard >= {self.overlap_threshold}"
         return {
-            "rule": "moving_distance",
+            "rule": "moving_distance" if self.rule == "distance" else "subset_overlap",
             "delta_t": self.delta_t,
             "stop_fraction": self.stop_fraction,
             "distance": "signed" if self.signed else "absolute",
+            "overlap_threshold": self.overlap_threshold,
+            "overlap_rate": self.overlap_rate,
             "fired": fired,
             "prune_epoch": self.prune_epoch,
             "last_window_end": last_epoch,
-            "note": f"L fell to <= {self.stop_fraction:.0%} of its maximum at epoch {self.prune_epoch}"
+            "note": f"{what} at epoch {self.prune_epoch}"
             if fired
-            else f"the stop rule has not fired by epoch {last_epoch}: L has not fallen to "
-            f"{self.stop_fraction:.0%} of its maximum (random-crop noise may keep it above)",
+            else f"the stop rule has not fired by epoch {last_epoch}: {why_not}",
         }
 
 
@@ -294,8 +336,6 @@ class SubsetExportHandler:
         stratify: bool = False,
         save_rank: int = 0,
     ) -> None:
-        from scripts.selection import STRATEGIES
-
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
         if not 0 < rate < 1:

@@ -95,3 +95,12 @@ def test_stop_index(distances, expected):
 def test_stop_fraction_range():
     with pytest.raises(ValueError):
         stop_index([1.0], 1.5)
+
+
+def test_jaccard_and_overlap_rule():
+    from scripts.dynamics import jaccard, overlap_stop_index
+
+    assert jaccard([1, 1, 0, 0], [0, 1, 1, 0]) == pytest.approx(1 / 3)
+    assert jaccard([0, 0], [0, 0]) == 1.0
+    assert overlap_stop_index([0.5, 0.89, 0.95], 0.9) == 2
+    assert overlap_stop_index([0.5, 0.8], 0.9) is None

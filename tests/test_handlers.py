@@ -165,3 +165,22 @@ def test_rule_not_fired_is_reported(tmp_path):
     summary = json.loads((tmp_path / "stop_rule.json").read_text())
     assert summary["fired"] is False and summary["prune_epoch"] is None
     assert "not fired" in summary["note"]
+
+
+def test_overlap_rule_fires_when_consecutive_subsets_agree(tmp_path):
+    # window 1 (epochs 1-2): DAD_i = i/10 -> ambiguous p=0.4 keeps {2..7}
+    # windows 2, 3: DAD_i = ((i+3) % 10)/10 -> keeps {0,1,2,3,4,9}; Jaccard(w1, w2) = 3/9, (w2, w3) = 1
+    ids = [f"k{i}" for i in range(10)]
+    record = DynamicsRecord(ids, ["c"] * 10, 2)
+    for epoch in range(1, 7):
+        shift = 0 if epoch <= 2 else 3
+        _fill(record, epoch, {c: ((i + shift) % 10) / 10 for i, c in enumerate(ids)})
+    handler = MovingDistanceHandler(
+        record, tmp_path, delta_t=2, rule="overlap", overlap_threshold=0.9, overlap_rate=0.4
+    )
+    rows = handler.curve(6)
+    assert rows[1]["kept_jaccard"] == pytest.approx(3 / 9)
+    assert rows[2]["kept_jaccard"] == pytest.approx(1.0)
+    assert [r["stop"] for r in rows[1:]] == [0, 1]
+    with pytest.raises(ValueError, match="unknown stop rule"):
+        MovingDistanceHandler(record, tmp_path, rule="patience")
