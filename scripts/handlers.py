@@ -322,6 +322,7 @@ class SubsetExportHandler:
         dataset_json: the data set the trainer reads (its training list is the record's cases).
         output_dir: where ``subset_datalist.json``, ``selection.csv`` and ``prune_summary.json`` go.
         delta_t, rate, strategy, seed, stratify: as in ``scripts.prune.select_subset``.
+        train_limit: the trainer used only the first N training cases (``num_train_cases``).
     """
 
     def __init__(
@@ -334,6 +335,7 @@ class SubsetExportHandler:
         strategy: str = "ambiguous",
         seed: int = 0,
         stratify: bool = False,
+        train_limit: int | None = None,
         save_rank: int = 0,
     ) -> None:
         if strategy not in STRATEGIES:
@@ -345,6 +347,7 @@ class SubsetExportHandler:
         self.output_dir = Path(output_dir)
         self.delta_t = delta_t
         self.options = {"rate": rate, "strategy": strategy, "seed": seed, "stratify": as_bool(stratify, "stratify")}
+        self.train_limit = train_limit
         self.save_rank = save_rank
         self.logger = logging.getLogger("SubsetExportHandler")
 
@@ -359,5 +362,6 @@ class SubsetExportHandler:
         from scripts.prune import export_subset, select_subset
 
         selection = select_subset(self.record, epoch, self.delta_t, **self.options)
-        export_subset(selection, self.dataset_json, self.output_dir, note=f"the stop rule fired at epoch {epoch}")
+        note = f"the stop rule fired at epoch {epoch}"
+        export_subset(selection, self.dataset_json, self.output_dir, note=note, train_limit=self.train_limit)
         self.logger.info(f"subset exported to {self.output_dir} at epoch {epoch}")

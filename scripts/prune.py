@@ -114,12 +114,13 @@ def select_subset(
     )
 
 
-def _read_lists(dataset_json: str | os.PathLike) -> dict[str, list[dict]]:
-    """Every labelled list of the data set, with absolute paths (the export lives elsewhere)."""
+def _read_lists(dataset_json: str | os.PathLike, train_limit: int | None = None) -> dict[str, list[dict]]:
+    """Every labelled list of the data set, with absolute paths (the export lives elsewhere); the
+    training list cut to the first ``train_limit`` cases as stage 1 was (``num_train_cases``)."""
     with open(dataset_json) as f:
         content = json.load(f)
     present = [k for k in LISTS if content.get(k)]
-    return {k: load_datalist(dataset_json, k) for k in present}
+    return {k: load_datalist(dataset_json, k, limit=train_limit if k == "training" else None) for k in present}
 
 
 def export_subset(
@@ -127,14 +128,15 @@ def export_subset(
     dataset_json: str | os.PathLike,
     out_dir: str | os.PathLike,
     note: str = "",
+    train_limit: int | None = None,
 ) -> dict[str, Any]:
     """Write ``subset_datalist.json`` (Decathlon format: the kept training cases, validation and test
     unchanged), ``selection.csv`` and ``prune_summary.json`` into ``out_dir``, each atomically.
 
     Everything is checked before anything is written: the record's cases must be exactly the data
-    set's training cases.
+    set's training cases (the first ``train_limit`` of them when stage 1 used only those).
     """
-    lists = _read_lists(dataset_json)
+    lists = _read_lists(dataset_json, train_limit)
     training = {d["case_id"]: d for d in lists.get("training", [])}
     unknown = [c for c in selection.case_ids if c not in training]
     if unknown:
@@ -210,7 +212,7 @@ def run_pruning(
     stop_rule = json.loads(rule_path.read_text()) if rule_path.is_file() else None
     end, why = choose_window(max(record.epochs), delta_t, stop_rule, epoch)
     selection = select_subset(record, end, delta_t, rate, strategy, seed, stratify)
-    summary = export_subset(selection, dataset_json, out_dir, note=why)
+    summary = export_subset(selection, dataset_json, out_dir, note=why, train_limit=info.get("num_train_cases"))
     if report:
         from scripts.report import make_report
 

@@ -228,6 +228,20 @@ def test_hippocampus_stage1_end_to_end(task04, tmp_path):
         assert values.size > 0 and np.all((values >= 0) & (values <= 1))
     assert (tmp_path / "models" / "checkpoint_final.pt").is_file()
     assert (tmp_path / "models" / "model.pt").is_file()  # validation ran on the whole small volumes
+
+    # stage 2 on the same run: rank the 8 cases over the last window and export the subset
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "pruning",
+        "--config_file", str(CONFIGS / "prune.yaml"),
+        "--stage1_dir", str(tmp_path / "out"), "--output_dir", str(tmp_path / "prune"), "--prune_rate", "0.25",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    subset = json.loads((tmp_path / "prune" / "subset_datalist.json").read_text())
+    kept = [d["case_id"] for d in subset["training"]]
+    assert len(kept) == 6 and set(kept) <= set(train8)  # floor(0.25 * 8) = 2 pruned: 1 hardest, 1 easiest
+    assert [d["case_id"] for d in subset["test"]] == [d["case_id"] for d in datalist["test"]]
+    assert (tmp_path / "prune" / "report" / "data_map.png").stat().st_size > 0
     assert _listing(task04) == before
 
 
