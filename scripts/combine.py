@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from scripts.atomic import write_json_atomic
+from scripts.case_ids import case_id_of
 
 __all__ = [
     "CombineError",
@@ -53,16 +54,6 @@ DATASET_JSON = "dataset.json"
 NIFTI_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".img", ".hdr")
 FORMAT = "scripts.combine/1"
 _MAX_LISTED = 20  # problems listed in one error message
-
-
-def case_id_of(path: str | os.PathLike) -> str:
-    """The case id a file name implies, as ``scripts.data.case_id_of`` (kept here so the CLI does not import
-    MONAI and torch, which take seconds)."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 class CombineError(ValueError):

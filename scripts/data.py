@@ -18,16 +18,9 @@ from monai.config import KeysCollection
 from monai.data import load_decathlon_datalist
 from monai.transforms import MapLabelValue, MapTransform
 
+from scripts.case_ids import case_id_of
+
 __all__ = ["MapLabelsByCenterd", "RobustZScored", "case_id_of", "load_datalist", "robust_zscore"]
-
-
-def case_id_of(path: str | os.PathLike) -> str:
-    """The case id a file name implies: ``.../hippocampus_001.nii.gz`` -> ``hippocampus_001``."""
-    name = Path(path).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
 
 
 def load_datalist(
