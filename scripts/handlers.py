@@ -139,11 +139,10 @@ class DADTracker:
         self.record.add_epoch(epoch, self.mode, case_ids, counts)
         if idist.get_rank() == self.save_rank:
             self.record.save(self.path)
-        _, dice = self.record.dice_matrix()
-        self.logger.info(
-            f"epoch {epoch}: {self.mode} Dice of {np.sum(~np.isnan(dice[:, -1]))}/{len(dice)} cases, "
-            f"mean {np.nanmean(dice[:, -1]) if np.any(~np.isnan(dice[:, -1])) else float('nan'):.4f}"
-        )
+        latest = self.record.dice_matrix()[1][:, -1]
+        measured = latest[~np.isnan(latest)]
+        mean = measured.mean() if measured.size else float("nan")
+        self.logger.info(f"epoch {epoch}: {self.mode} Dice of {measured.size}/{latest.size} cases, mean {mean:.4f}")
 
 
 CURVE_FIELDS = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class DynamicsRecord:
         if len(case_ids) != len(centers):
             raise ValueError(f"{len(case_ids)} case ids but {len(centers)} centers")
         if len(set(case_ids)) != len(case_ids):
-            dup = sorted({c for c in case_ids if list(case_ids).count(c) > 1})
+            dup = sorted(c for c, n in Counter(case_ids).items() if n > 1)
             raise ValueError(f"duplicate case ids in the training list: {dup[:5]}")
         if num_classes < 2:
             raise ValueError(f"num_classes must count background and >= 1 foreground class, got {num_classes}")
@@ -86,11 +87,6 @@ class DynamicsRecord:
         class_dice = pooled_dice(pooled)
         class_dice[n_items == 0] = np.nan  # a case not seen this epoch was not measured
         self._epochs[int(epoch)] = (source, class_dice, n_items)
-
-    def truncate(self, last_epoch: int) -> None:
-        """Forget epochs after ``last_epoch`` (used when resuming from a checkpoint of that epoch)."""
-        for e in [e for e in self._epochs if e > last_epoch]:
-            del self._epochs[e]
 
     def dice_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, dice): the recorded epochs and case Dice of shape (n_cases, n_epochs)."""
