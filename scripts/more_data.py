@@ -113,4 +113,4 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_more_data)
+    fire.Fire(run_more_data, serialize=lambda _: None)  # the table is printed; the dict is in more_data.json

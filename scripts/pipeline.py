@@ -218,4 +218,4 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_pipeline)
+    fire.Fire(run_pipeline, serialize=lambda _: None)  # the table is printed; the dict is in pipeline.json
