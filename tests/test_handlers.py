@@ -184,3 +184,37 @@ def test_overlap_rule_fires_when_consecutive_subsets_agree(tmp_path):
     assert [r["stop"] for r in rows[1:]] == [0, 1]
     with pytest.raises(ValueError, match="unknown stop rule"):
         MovingDistanceHandler(record, tmp_path, rule="patience")
+
+
+def test_volumes_mode_scores_the_evaluator_every_interval(tmp_path):
+    rng = np.random.default_rng(3)
+    volumes = {c: rng.integers(0, 2, size=(1, 1, 6, 6, 6)) for c in ("a", "b")}
+    preds = {c: np.where(rng.random(v.shape) < 0.8, v, 1 - v)[:, 0] for c, v in volumes.items()}
+
+    def infer(engine, case):  # one whole volume per iteration, as sliding-window inference gives
+        return {"pred": _logits(preds[case], 2), "label": torch.as_tensor(volumes[case])}
+
+    evaluator = Engine(infer)
+    runs = []
+    evaluator.add_event_handler(Events.STARTED, lambda e: runs.append(1))
+    cases = [{"case_id": "a", "center": "c"}, {"case_id": "b", "center": "c"}]
+    evaluator_data = ["a", "b"]
+    evaluator.run = lambda: Engine.run(evaluator, evaluator_data, max_epochs=1)  # as MONAI evaluators run()
+    trainer = Engine(lambda e, b: None)
+    tracker = DADTracker(
+        DynamicsRecord.from_datalist(cases, 2),
+        tmp_path,
+        mode="volumes",
+        evaluator=evaluator,
+        interval=2,
+        batch_transform=lambda case: [case],
+    )
+    tracker.attach(trainer)
+    trainer.run([0], max_epochs=5)
+    assert len(runs) == 2  # epochs 2 and 4
+    table = read_dynamics(tmp_path / "dynamics.csv")
+    assert sorted(set(table["epoch"].astype(int))) == [2, 4]
+    assert set(table["source"]) == {"volumes"}
+    for case in ("a", "b"):
+        expected = _independent_dice([preds[case]], [volumes[case][:, 0]], 2)
+        assert table["dice"][table["case_id"] == case] == pytest.approx([expected, expected])
