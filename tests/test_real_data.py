@@ -242,6 +242,25 @@ def test_hippocampus_stage1_end_to_end(task04, tmp_path):
     assert len(kept) == 6 and set(kept) <= set(train8)  # floor(0.25 * 8) = 2 pruned: 1 hardest, 1 easiest
     assert [d["case_id"] for d in subset["test"]] == [d["case_id"] for d in datalist["test"]]
     assert (tmp_path / "prune" / "report" / "data_map.png").stat().st_size > 0
+
+    # inference with the same preset on two new images (one uint8, the 1.7e6 outlier): masks on their grids
+    images = tmp_path / "new_images"
+    images.mkdir()
+    for case in ("hippocampus_001", "hippocampus_210"):
+        (images / f"{case}.nii.gz").symlink_to(task04 / "imagesTr" / f"{case}.nii.gz")
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "inference",
+        "--config_file", f"['{TRAIN}','{HIPPO}','{CONFIGS / 'inference.yaml'}']",
+        "--bundle_root", str(ROOT), "--dataset_dir", str(task04), "--output_dir", str(tmp_path / "out"),
+        "--ckpt_dir", str(tmp_path / "models"), "--input", str(images), "--pred_dir", str(tmp_path / "pred"),
+        "--num_workers", "0",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for case in ("hippocampus_001", "hippocampus_210"):
+        mask, image = nib.load(tmp_path / "pred" / f"{case}_seg.nii.gz"), nib.load(images / f"{case}.nii.gz")
+        assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
     assert _listing(task04) == before
 
 
