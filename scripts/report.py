@@ -597,16 +597,18 @@ def target_slice(label: np.ndarray | None, depth: int) -> int:
 
 
 def robust_window(img: np.ndarray) -> tuple[float, float]:
-    """Grey-level window: 1st-99.5th percentile of the "body" (voxels above the midpoint of the slice's
-    1st and 99th percentiles) when it is a sizeable part of the slice, so that a large air background
-    does not wash out soft-tissue contrast; the slice's 1st-99th percentile otherwise."""
+    """Grey-level window. A slice with a sizeable dark background (>= 10% of voxels within 5% of the
+    range above the darkest, e.g. air around a CT body) gets the 1st-99.5th percentile of its bright
+    "body" (voxels above the midpoint of the 1st and 99th percentiles), so the background does not wash
+    out soft-tissue contrast; other slices (e.g. an MRI crop that is all tissue) their 1st-99th."""
     finite = img[np.isfinite(img)]
     if finite.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(finite, [1, 99])
-    body = finite[finite > 0.5 * (lo + hi)]
-    if body.size >= 0.1 * finite.size:
-        lo, hi = np.percentile(body, [1, 99.5])
+    if np.mean(finite <= lo + 0.05 * (hi - lo)) >= 0.1:
+        body = finite[finite > 0.5 * (lo + hi)]
+        if body.size >= 0.1 * finite.size:
+            lo, hi = np.percentile(body, [1, 99.5])
     if not hi > lo:
         hi = lo + 1.0
     return float(lo), float(hi)
