@@ -33,7 +33,7 @@ from scripts.dynamics import (
 )
 from scripts.flags import as_bool
 from scripts.record import DynamicsRecord
-from scripts.selection import STRATEGIES, select
+from scripts.selection import check_settings, select
 
 __all__ = ["DADTracker", "MovingDistanceHandler"]
 
@@ -337,10 +337,7 @@ class SubsetExportHandler:
         train_limit: int | None = None,
         save_rank: int = 0,
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
-        if not 0 < rate < 1:
-            raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+        check_settings(rate, strategy)
         self.record = record
         self.dataset_json = dataset_json
         self.output_dir = Path(output_dir)

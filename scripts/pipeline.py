@@ -52,8 +52,10 @@ def bundle_run(run_id: str, config_files: Sequence[str], settings: Mapping[str, 
     return time.perf_counter() - start
 
 
-def _epochs_run(run_dir: Path) -> int:
-    return int(np.nanmax(read_dynamics(run_dir / "dynamics.csv")["epoch"]))
+def _run_size(run_dir: Path) -> tuple[int, int]:
+    """(training cases, epochs) of a training run, from its dynamics record."""
+    table = read_dynamics(run_dir / "dynamics.csv")
+    return len(set(table["case_id"].tolist())), int(np.nanmax(table["epoch"]))
 
 
 def run_pipeline(
@@ -80,7 +82,7 @@ def run_pipeline(
         work / "logs" / "stage1.log",
     )
     run_info = json.loads((stage1 / "run.json").read_text())
-    stage1_epochs = _epochs_run(stage1)
+    stage1_epochs = _run_size(stage1)[1]
     t_prune = bundle_run(
         "pruning",
         ["configs/prune.yaml"],
@@ -147,37 +149,22 @@ def run_pipeline(
                 work / "logs" / f"evaluate_{arm}_seed{seed}.log",
             )
             summary = json.loads((info["out"] / "eval" / "summary.json").read_text())
-            n_train = len(_train_cases(info["out"]))
+            n_train, epochs = _run_size(info["out"])
             results["runs"].append(
                 {
                     "arm": arm,
                     "seed": seed,
                     "train_cases": n_train,
-                    "epochs": _epochs_run(info["out"]),
+                    "epochs": epochs,
                     "wall_s": info["wall_s"],
                     "test_dice": summary,
                 }
             )
     table = format_table(results)
-    write_json_atomic(work / "pipeline.json", _jsonable(results))
+    write_json_atomic(work / "pipeline.json", results)
     write_text_atomic(work / "table.md", table + "\n")
     print(table)
     return results
-
-
-def _train_cases(run_dir: Path) -> list[str]:
-    table = read_dynamics(run_dir / "dynamics.csv")
-    return sorted(set(table["case_id"].tolist()))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def format_table(results: Mapping[str, Any]) -> str:

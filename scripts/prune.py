@@ -21,7 +21,7 @@ from scripts.data import load_datalist
 from scripts.dynamics import window_stats
 from scripts.flags import as_bool
 from scripts.record import DynamicsRecord
-from scripts.selection import STRATEGIES, ranks, regions, select
+from scripts.selection import check_settings, ranks, regions, select
 
 __all__ = ["Selection", "choose_window", "select_subset", "export_subset", "run_pruning", "SELECTION_FIELDS"]
 
@@ -86,10 +86,7 @@ def select_subset(
     stratify: bool = False,
 ) -> Selection:
     """DAD and variability of every case over (end_epoch - delta_t, end_epoch], ranked and selected."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
-    if not 0 < rate < 1:
-        raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+    check_settings(rate, strategy)
     epochs, dice = record.dice_matrix()
     if len(epochs) == 0:
         raise ValueError("the dynamics record is empty: no epoch was recorded")
@@ -198,10 +195,7 @@ def run_pruning(
     report: bool = True,
 ) -> dict[str, Any]:
     """The prune workflow over a stage-1 run's output dir; returns the summary it writes."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
-    if not 0 < rate < 1:
-        raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+    check_settings(rate, strategy)
     stratify, report = as_bool(stratify, "stratify"), as_bool(report, "report")
     stage1 = Path(stage1_dir)
     info = read_run_info(stage1)

@@ -20,6 +20,7 @@ __all__ = [
     "ranks",
     "regions",
     "select",
+    "check_settings",
 ]
 
 Strategy = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
@@ -40,6 +41,13 @@ def _check_rate(rate: float) -> float:
     if not 0 < rate < 1:
         raise ValueError(f"prune rate must be in (0, 1), got {rate}")
     return float(rate)
+
+
+def check_settings(rate: float, strategy: str) -> None:
+    """Fail early, before anything is read or written, on a prune rate outside (0, 1) or an unknown strategy."""
+    _check_rate(rate)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
 
 
 def drop_counts(n: int, rate: float) -> tuple[int, int]:
@@ -117,9 +125,7 @@ def select(
         groups: per-case group (center); when given, the strategy runs within each group so every
             center keeps its share of the data set.
     """
-    _check_rate(rate)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown selection strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    check_settings(rate, strategy)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or len(scores) == 0:
         raise ValueError("scores must be a non-empty 1-D array")
