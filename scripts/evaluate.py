@@ -1,4 +1,8 @@
-"""Per-center and overall test Dice from MONAI MetricsSaver's per-case file."""
+"""Per-center and overall test Dice from the evaluator's per-case class Dice (``scripts.metrics.CaseDice``).
+
+The summary is computed from full-precision values (MetricsSaver's CSV rounds to 4 decimals); ``n`` counts
+the cases whose Dice is defined and ``n_undefined`` those with no foreground in label nor prediction.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from scripts.atomic import write_csv_atomic, write_json_atomic
+from scripts.dynamics import case_dice as mean_over_classes
 
 __all__ = ["read_case_dice", "center_summary", "summarize_by_center"]
 
@@ -22,7 +27,8 @@ def read_case_dice(raw_csv: str | os.PathLike) -> dict[str, float]:
 
 
 def center_summary(case_dice: Mapping[str, float], centers: Mapping[str, str]) -> dict[str, dict[str, float]]:
-    """Mean, std (population) and count of the case Dice per center and over all cases ("overall")."""
+    """Mean, std (population) and count of the defined case Dice per center and over all cases
+    ("overall"); ``n_undefined`` counts the cases whose Dice is undefined (NaN)."""
     unknown = [c for c in case_dice if c not in centers]
     if unknown:
         raise ValueError(f"evaluated cases missing from the data list: {unknown[:5]}")
@@ -31,17 +37,48 @@ def center_summary(case_dice: Mapping[str, float], centers: Mapping[str, str]) -
         groups.setdefault(centers[case], []).append(dice)
     groups = dict(sorted(groups.items()))
     groups["overall"] = list(case_dice.values())
-    return {name: {"mean": float(np.nanmean(v)), "std": float(np.nanstd(v)), "n": len(v)} for name, v in groups.items()}
+    out = {}
+    for name, values in groups.items():
+        v = np.asarray(values, dtype=np.float64)
+        d = v[~np.isnan(v)]
+        out[name] = {
+            "mean": float(d.mean()) if d.size else float("nan"),
+            "std": float(d.std()) if d.size else float("nan"),
+            "n": int(d.size),
+            "n_undefined": int(v.size - d.size),
+        }
+    return out
 
 
 def summarize_by_center(
-    eval_dir: str | os.PathLike, datalist: Sequence[Mapping[str, Any]], metric: str = "val_mean_dice"
+    eval_dir: str | os.PathLike, datalist: Sequence[Mapping[str, Any]], class_dice: Any
 ) -> dict[str, dict[str, float]]:
-    """Write ``per_center.csv`` and ``summary.json`` beside MetricsSaver's files; return the summary."""
+    """Write ``case_dice.csv`` (full precision), ``per_center.csv`` and ``summary.json``; return the summary.
+
+    Args:
+        eval_dir: where to write (beside MetricsSaver's files).
+        datalist: the evaluated cases, in the order the evaluator saw them (``shuffle: false``).
+        class_dice: the evaluator's ``state.metric_details[...]`` of ``CaseDice``, shape (N, classes - 1).
+    """
     eval_dir = Path(eval_dir)
-    case_dice = read_case_dice(eval_dir / f"{metric}_raw.csv")
-    summary = center_summary(case_dice, {d["case_id"]: d.get("center", "") for d in datalist})
-    rows = [[k, f"{v['mean']:.4f}", f"{v['std']:.4f}", v["n"]] for k, v in summary.items()]
-    write_csv_atomic(eval_dir / "per_center.csv", ["center", "mean_dice", "std", "n"], rows)
+    values = np.asarray(class_dice.cpu() if hasattr(class_dice, "cpu") else class_dice, dtype=np.float64)
+    values = values.reshape(len(values), -1)
+    if len(values) != len(datalist):
+        raise ValueError(f"{len(values)} evaluated cases for a data list of {len(datalist)}")
+    ids = [d["case_id"] for d in datalist]
+    per_case = mean_over_classes(values)
+    case_rows = [
+        [c, d.get("center", ""), _cell(v), *(_cell(x) for x in row)]
+        for c, d, v, row in zip(ids, datalist, per_case, values)
+    ]
+    class_fields = [f"dice_class{k}" for k in range(1, values.shape[1] + 1)]
+    write_csv_atomic(eval_dir / "case_dice.csv", ["case_id", "center", "dice", *class_fields], case_rows)
+    summary = center_summary(dict(zip(ids, per_case.tolist())), {d["case_id"]: d.get("center", "") for d in datalist})
+    rows = [[k, _cell(v["mean"]), _cell(v["std"]), v["n"], v["n_undefined"]] for k, v in summary.items()]
+    write_csv_atomic(eval_dir / "per_center.csv", ["center", "mean_dice", "std", "n", "n_undefined"], rows)
     write_json_atomic(eval_dir / "summary.json", summary)
     return summary
+
+
+def _cell(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.8g}"

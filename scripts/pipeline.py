@@ -30,6 +30,34 @@ from scripts.record import read_dynamics
 logger = logging.getLogger("pipeline")
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ("full", "dad", "random")
+# settings the pipeline sets per stage and seed: overriding them would break the stages, so they are refused
+PIPELINE_OWNED = {
+    "output_dir": "--work_dir",
+    "ckpt_dir": "--work_dir",
+    "seed": "--seeds",
+    "prune_rate": "--rate",
+    "prune_strategy": "--strategy",
+    "subset_dir": None,
+    "stage1_dir": None,
+    "stage1_epochs": None,
+}
+# what retrain.yaml derives itself: the subset's data list, and epochs from stage 1's budget
+RETRAIN_OWNED = ("dataset_json", "epochs")
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's overrides, refused with a clear message where they would clobber what a stage sets."""
+    clash = sorted(k for k in overrides if k.split("#")[0] in PIPELINE_OWNED)
+    if clash:
+        hints = [f"{k} (use {PIPELINE_OWNED[k]})" if PIPELINE_OWNED.get(k) else k for k in clash]
+        raise ValueError(f"--overrides may not set what the pipeline sets for each stage: {', '.join(hints)}")
+    return dict(overrides)
+
+
+def retrain_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides that reach a retraining: all but those retrain.yaml derives (a user's ``dataset_json``
+    points stage 1 at their data; the retraining reads the exported subset)."""
+    return {k: v for k, v in overrides.items() if k.split("#")[0] not in RETRAIN_OWNED}
 
 
 def _cli_value(value: Any) -> str:
@@ -70,7 +98,7 @@ def run_pipeline(
     work = (ROOT / work_dir).resolve() if not Path(work_dir).is_absolute() else Path(work_dir)
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = ["configs/train.yaml", *presets]
-    common = dict(overrides or {})
+    common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     results: dict[str, Any] = {"rate": rate, "strategy": strategy, "seeds": seeds, "preset": presets, "runs": []}
 
@@ -125,8 +153,8 @@ def run_pipeline(
                 "training",
                 [*train_cfg, "configs/retrain.yaml"],
                 {
-                    # the retraining's epochs follow from stage 1's (retrain.yaml), not from an override
-                    **{k: v for k, v in common.items() if k != "epochs"},
+                    # the retraining's data list and epochs follow from the subset and stage 1 (retrain.yaml)
+                    **retrain_overrides(common),
                     "seed": seed,
                     "subset_dir": subset,
                     "stage1_epochs": stage1_epochs,

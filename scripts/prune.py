@@ -91,20 +91,23 @@ def select_subset(
     if len(epochs) == 0:
         raise ValueError("the dynamics record is empty: no epoch was recorded")
     dad, variability = window_stats(dice, epochs, end_epoch - delta_t, end_epoch)
-    kept = select(dad, rate, strategy, seed, groups=record.centers if stratify else None)
+    groups = record.centers if stratify else None
+    kept = select(dad, rate, strategy, seed, groups=groups)
     return Selection(
         case_ids=list(record.case_ids),
         centers=list(record.centers),
         dad=dad,
         variability=variability,
-        region=regions(dad, rate),
-        rank=ranks(dad),
+        # under stratification region and rank are within the center, as the selection is
+        region=regions(dad, rate, groups),
+        rank=ranks(dad, groups),
         kept=kept,
         settings={
             "strategy": strategy,
             "rate": rate,
             "seed": seed,
             "stratify": stratify,
+            "rank_within": "center" if stratify else "all cases",
             "window": [end_epoch - delta_t + 1, end_epoch],
             "delta_t": delta_t,
         },

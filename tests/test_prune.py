@@ -124,11 +124,13 @@ def test_missing_record_case_and_empty_record_write_nothing(tmp_path, dataset):
 
 
 def test_center_summary_hand_worked():
-    dice = {"a": 0.2, "b": 0.4, "c": 0.9}
-    summary = center_summary(dice, {"a": "x", "b": "x", "c": "y"})
-    assert summary["x"] == pytest.approx({"mean": 0.3, "std": 0.1, "n": 2})
-    assert summary["y"] == pytest.approx({"mean": 0.9, "std": 0.0, "n": 1})
+    # d: an empty label left empty (undefined): not in any mean, not in n, counted as undefined
+    dice = {"a": 0.2, "b": 0.4, "c": 0.9, "d": float("nan")}
+    summary = center_summary(dice, {"a": "x", "b": "x", "c": "y", "d": "y"})
+    assert summary["x"] == pytest.approx({"mean": 0.3, "std": 0.1, "n": 2, "n_undefined": 0})
+    assert summary["y"] == pytest.approx({"mean": 0.9, "std": 0.0, "n": 1, "n_undefined": 1})
     assert summary["overall"]["mean"] == pytest.approx(0.5)
+    assert summary["overall"]["n"] == 3 and summary["overall"]["n_undefined"] == 1
     with pytest.raises(ValueError, match="missing from the data list"):
         center_summary({"z": 1.0}, {"a": "x"})
 
@@ -168,3 +170,20 @@ def test_subset_exported_when_the_stop_rule_fires(tmp_path, dataset):
     # in window 5-6 case i has DAD 0.05 * (N - i): the 6 hardest are the last 6 cases
     assert kept == ids[4:]
     assert json.loads((tmp_path / "subset" / "prune_summary.json").read_text())["window"] == [5, 6]
+
+
+def test_stratified_selection_csv_region_agrees_with_kept():
+    # two centers; center "hi" is easy overall, so global bands would call all of it easy and all of
+    # "lo" hard, while the per-center selection keeps the middle of each
+    ids = [f"c{i}" for i in range(10)]
+    centers = ["lo"] * 5 + ["hi"] * 5
+    dad = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    record = DynamicsRecord(ids, centers, 2)
+    for epoch in (1, 2):
+        record.add_epoch(epoch, "patches", ids, np.array([[[10 * d], [10.0], [10.0]] for d in dad]))
+    sel = select_subset(record, 2, 2, rate=0.4, strategy="ambiguous", stratify=True)
+    # 4 drops, 2 per center: the hardest and the easiest of each
+    assert [c for c, k in zip(ids, sel.kept) if k] == ["c1", "c2", "c3", "c6", "c7", "c8"]
+    np.testing.assert_array_equal(sel.kept, sel.region == "ambiguous")
+    assert list(sel.region[:5]) == ["hard", "ambiguous", "ambiguous", "ambiguous", "easy"]
+    assert list(sel.rank) == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]

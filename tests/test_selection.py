@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scripts.selection import drop_counts, ranks, regions, select
+from scripts.selection import drop_counts, group_drops, num_dropped, ranks, regions, select
 
 IDS = list("abcdefghij")
 # ascending: b .1, f .2, d .3, h .4, a .5, i .6, e .7, g .8, c .9, j .95
@@ -71,3 +71,37 @@ def test_rate_out_of_range(rate):
 def test_unknown_strategy():
     with pytest.raises(ValueError, match="unknown selection strategy 'median'"):
         select(SCORES, 0.4, "median")
+
+
+def test_stratified_keeps_the_requested_total():
+    # centers of 3/3/3/5/1 at p = 0.3: floor(4.5) = 4 drops in all; floor(p*n_g) gives 0/0/0/1/0, and the
+    # 3 left over go to the largest remainders (0.9, 0.9, 0.9), not to the 5-case center (0.5) or the 1 (0.3)
+    centers = ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["d"] * 5 + ["e"]
+    scores = np.linspace(0.1, 0.9, len(centers))
+    assert group_drops(centers, 0.3) == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 0}
+    for strategy in ("ambiguous", "easy", "hard", "random"):
+        mask = select(scores, 0.3, strategy, groups=centers)
+        assert mask.sum() == 11, strategy
+        kept_per_center = {c: int(sum(m for m, g in zip(mask, centers) if g == c)) for c in "abcde"}
+        assert kept_per_center == {"a": 2, "b": 2, "c": 2, "d": 4, "e": 1}, strategy
+
+
+def test_stratified_regions_and_ranks_agree_with_kept():
+    centers = ["x"] * 6 + ["y"] * 4
+    mask = select(SCORES, 0.5, "ambiguous", groups=centers)
+    reg = regions(SCORES, 0.5, groups=centers)
+    np.testing.assert_array_equal(mask, reg == "ambiguous")
+    # x: b .1 (hard), e .7 and c .9 (easy); y: h .4 (hard), j .95 (easy)
+    assert {i for i, r in zip(IDS, reg) if r == "hard"} == {"b", "h"}
+    assert {i for i, r in zip(IDS, reg) if r == "easy"} == {"c", "e", "j"}
+    r = dict(zip(IDS, ranks(SCORES, groups=centers)))
+    assert (r["b"], r["f"], r["d"], r["a"], r["e"], r["c"]) == (1, 2, 3, 4, 5, 6)
+    assert (r["h"], r["i"], r["g"], r["j"]) == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("n, rate, dropped", [(100, 0.29, 29), (100, 0.57, 57), (300, 0.7, 210), (10, 0.3, 3)])
+def test_drop_count_is_exact_decimal(n, rate, dropped):
+    # in floats 0.29 * 100 = 28.999999999999996 and floor gives 28
+    assert num_dropped(n, rate) == dropped
+    assert select(np.arange(n, dtype=float), rate).sum() == n - dropped
+    assert sum(drop_counts(n, rate)) == dropped
