@@ -8,8 +8,9 @@ offline copy, bundle/meta_schema.json, passed to ``monai.bundle verify_metadata`
 passes its downloaded eval/schema.json), ``version`` in ``changelog``, ``verify_net_in_out``,
 ``ckpt_export`` to TorchScript, and the workflows' ``check_properties()``. Added here: the 25 MB file
 limit and large_files.yml entries (CONTRIBUTING.md), the zip's name and top folder, the logging config,
-and that no path of the source checkout leaks into the exported text files. Each MONAI command runs in
-a fresh process inside the bundle folder, so the bundle's own ``scripts`` package is the one imported.
+and that no path of the source checkout leaks into the exported text files. The MONAI checks run in
+one fresh process inside the bundle folder (bundle/zoo_checks.py), as verify_bundle.py runs them, so
+the bundle's own ``scripts`` package is the one imported.
 Prints one PASS/FAIL line per check; exits 1 when any fails.
 """
 
@@ -28,16 +29,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = Path(__file__).resolve().parent / "meta_schema.json"
+ZOO_CHECKS = Path(__file__).resolve().parent / "zoo_checks.py"
 MAX_FILE_MB = 25.0
 NECESSARY = ("configs/metadata.json", "LICENSE")
 PROJECT_FILES = ("configs/train.yaml", "configs/logging.conf", "docs/README.md", "docs/data_license.txt")
-TRAIN_CONFIGS = ["configs/train.yaml"]
-INFER_CONFIGS = ["configs/train.yaml", "configs/inference.yaml"]  # inference.yaml is merged onto train.yaml
 BINARY_SUFFIXES = (".pt", ".ts", ".png", ".jpg", ".zip", ".gz", ".nii", ".onnx")
 # a tiny embedded data set for the workflows' property checks (generated in a temporary folder)
 TINY_SYNTHETIC = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}
@@ -49,21 +48,6 @@ CheckResult = tuple[str, bool, str]
 
 class CheckFailed(Exception):
     pass
-
-
-def _monai(bundle: Path, *args: str, timeout: int = 600) -> str:
-    """Run ``python -m monai.bundle ARGS`` in the bundle folder; returns its output, raises on failure."""
-    cmd = [sys.executable, "-m", "monai.bundle", *args]
-    result = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=timeout)
-    out = result.stdout + result.stderr
-    if result.returncode != 0:
-        raise CheckFailed(out[-2000:])
-    return out
-
-
-def _last_info(out: str) -> str:
-    lines = [ln.split(" - ")[-1] for ln in out.splitlines() if " - INFO - " in ln]
-    return lines[-1] if lines else out.strip().splitlines()[-1] if out.strip() else ""
 
 
 def unpack(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -127,13 +111,6 @@ def check_sizes(bundle: Path) -> str:
     return f"largest file {largest.relative_to(bundle)} {largest.stat().st_size / 2**20:.2f} MB <= {MAX_FILE_MB} MB"
 
 
-def check_metadata_schema(bundle: Path, work: Path) -> str:
-    schema = work / "schema.json"  # verify_metadata skips the download when the file exists
-    shutil.copy(SCHEMA, schema)
-    out = _monai(bundle, "verify_metadata", "--meta_file", "configs/metadata.json", "--filepath", str(schema))
-    return _last_info(out) + f" (schema: offline copy {SCHEMA.name})"
-
-
 def check_version(bundle: Path) -> str:
     meta = _metadata(bundle)
     version = meta.get("version")
@@ -156,84 +133,19 @@ def check_leaks(bundle: Path, forbidden: Sequence[str]) -> str:
     return f"no exported text file contains {list(forbidden)}"
 
 
-def check_net_in_out(bundle: Path) -> str:
-    out = _monai(
-        bundle,
-        "verify_net_in_out",
-        "network_def",
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        json.dumps(INFER_CONFIGS),
-        "--bundle_root",
-        str(bundle),
-        "--device",
-        "cpu",
-    )
-    return _last_info(out)
-
-
-def check_torchscript(bundle: Path, work: Path) -> str:
-    if not (bundle / "models" / "model.pt").is_file():
-        raise CheckFailed("models/model.pt is absent (listed in large_files.yml: download it first)")
-    ts = work / "model.ts"
-    out = _monai(
-        bundle,
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(ts),
-        "--ckpt_file",
-        "models/model.pt",
-        "--meta_file",
-        "configs/metadata.json",
-        "--config_file",
-        json.dumps(INFER_CONFIGS),
-        "--bundle_root",
-        str(bundle),
-    )
-    net = torch.jit.load(str(ts), map_location="cpu").eval()
-    fmt = _metadata(bundle)["network_data_format"]
-    channels = fmt["inputs"]["image"]["num_channels"]
-    with torch.no_grad():
-        pred = net(torch.zeros(1, channels, 16, 16, 16))
-    expected = (1, fmt["outputs"]["pred"]["num_channels"], 16, 16, 16)
-    if tuple(pred.shape) != expected:
-        raise CheckFailed(f"TorchScript output {tuple(pred.shape)}, expected {expected}")
-    return f"{_last_info(out)}; model.ts ({ts.stat().st_size} bytes) loads, output {expected}"
-
-
-_PROPERTIES_SNIPPET = """
-import json, sys
-from monai.bundle import ConfigWorkflow
-kw = json.loads(sys.argv[1])
-for wtype, files, extra in json.loads(sys.argv[2]):
-    wf = ConfigWorkflow(config_file=files, meta_file="configs/metadata.json", logging_file="configs/logging.conf",
-                        workflow_type=wtype, **kw, **extra)
-    wf.initialize()
-    print("PROPERTIES " + json.dumps({"workflow": wtype, "missing": wf.check_properties()}))
-"""
-
-
-def check_properties(bundle: Path, work: Path) -> str:
-    common = {
-        "bundle_root": str(bundle),
-        "dataset_dir": str(work / "data"),
-        "synthetic": TINY_SYNTHETIC,
-        "num_workers": 0,
-    }
-    train = {"output_dir": str(work / "train_out"), "ckpt_dir": str(work / "train_models")}
-    infer = {"pred_dir": str(work / "pred")}
-    jobs = [("train", TRAIN_CONFIGS, train), ("infer", INFER_CONFIGS, infer)]
-    cmd = [sys.executable, "-c", _PROPERTIES_SNIPPET, json.dumps(common), json.dumps(jobs)]
-    result = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=600)
-    found = [json.loads(ln[11:]) for ln in result.stdout.splitlines() if ln.startswith("PROPERTIES ")]
-    if result.returncode != 0 or len(found) != 2:
-        raise CheckFailed((result.stdout + result.stderr)[-2000:])
-    bad = [f for f in found if f["missing"]]
-    if bad:
-        raise CheckFailed(f"missing or wrongly referenced properties: {bad}")
-    return "; ".join(f"{f['workflow']} ({' + '.join(files)}): []" for f, (_, files, _) in zip(found, jobs))
+def monai_checks(bundle: Path, work: Path) -> list[CheckResult]:
+    """verify_metadata, verify_net_in_out, ckpt_export and check_properties, run by bundle/zoo_checks.py
+    in one fresh process inside the bundle folder."""
+    schema = work / SCHEMA.name
+    shutil.copy(SCHEMA, schema)
+    args = {"bundle": str(bundle), "work": str(work), "schema": str(schema), "synthetic": TINY_SYNTHETIC}
+    cmd = [sys.executable, str(ZOO_CHECKS), json.dumps(args)]
+    result = subprocess.run(cmd, cwd=bundle, capture_output=True, text=True, timeout=900)
+    found = [json.loads(ln[7:]) for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
+    out = [(r["check"], bool(r["ok"]), r["detail"]) for r in found]
+    if result.returncode != 0 or len(out) != 4:
+        out.append(("MONAI checks process", False, (result.stdout + result.stderr)[-2000:]))
+    return out
 
 
 def check_bundle(
@@ -260,19 +172,16 @@ def check_bundle(
         checks: list[tuple[str, Callable[[], str]]] = [
             ("required files", lambda: check_files(bundle)),
             ("file sizes", lambda: check_sizes(bundle)),
-            ("metadata schema", lambda: check_metadata_schema(bundle, work)),
             ("version in changelog", lambda: check_version(bundle)),
             ("logging config", lambda: check_logging(bundle)),
             ("no source paths", lambda: check_leaks(bundle, forbidden)),
-            ("verify_net_in_out", lambda: check_net_in_out(bundle)),
-            ("ckpt_export TorchScript", lambda: check_torchscript(bundle, work)),
-            ("check_properties train+infer", lambda: check_properties(bundle, work)),
         ]
         for label, fn in checks:
             try:
                 results.append((label, True, fn()))
             except Exception as e:  # noqa: BLE001 - every failure is reported, the other checks still run
                 results.append((label, False, f"{type(e).__name__}: {e}"))
+        results += monai_checks(bundle, work)
     return results
 
 
