@@ -4,6 +4,7 @@ store, and pruning."""
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -165,16 +166,16 @@ def unpacked(exported, tmp_path_factory):
     _bundle(bundle, "run", "inference", "--config_file", "['configs/train.yaml','configs/inference.yaml']",
             "--dataset_dir", data, "--pred_dir", str(here / "pred"), "--patch_size", "[16,16,16]",
             "--num_workers", "0")  # fmt: skip
-    _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
+    trained = _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
             "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}")  # fmt: skip
     _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5",
             "--report", "False")  # fmt: skip
-    return bundle, here, store, data
+    return bundle, here, store, data, trained.stdout
 
 
 @pytest.mark.slow
 def test_unpacked_export_infers_trains_and_prunes(unpacked):
-    bundle, here, _, data = unpacked
+    bundle, here, _, data, console = unpacked
     test = load_decathlon_datalist(Path(data) / "dataset.json", data_list_key="test")
     for entry in test:  # one mask per test image, on its grid, with the exported weights
         mask = nib.load(here / "pred" / f"{entry['case_id']}_seg.nii.gz")
@@ -184,6 +185,8 @@ def test_unpacked_export_infers_trains_and_prunes(unpacked):
     # stage 1 wrote into the unpacked bundle's default places (bundle_root '.')
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "checkpoint_final.pt").is_file()
     table = read_dynamics(bundle / "runs" / "stage1" / "dynamics.csv")
+    for epoch in (1, 2):  # stage 1's console: the epoch, its loss and the mean DAD
+        assert re.search(rf"DADTracker - INFO - epoch {epoch}/2: loss \d\.\d{{4}}, mean DAD \d\.\d{{4}}", console)
     assert sorted(set(table["epoch"].astype(int))) == [1, 2] and len(set(table["case_id"])) == 4
     summary = json.loads((bundle / "runs" / "prune" / "prune_summary.json").read_text())
     assert summary["num_cases"] == 4 and summary["num_kept"] == 2
@@ -193,7 +196,7 @@ def test_unpacked_export_infers_trains_and_prunes(unpacked):
 @pytest.mark.slow
 def test_mlflow_tracking_writes_the_run(unpacked):
     mlflow = pytest.importorskip("mlflow")
-    _, _, store, _ = unpacked
+    _, _, store, _, _ = unpacked
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
     experiments = {e.name: e.experiment_id for e in client.search_experiments()}
     runs = client.search_runs([experiments["monai_experiment"]])
