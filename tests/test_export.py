@@ -167,7 +167,7 @@ def unpacked(exported, tmp_path_factory):
             "--dataset_dir", data, "--pred_dir", str(here / "pred"), "--patch_size", "[16,16,16]",
             "--num_workers", "0")  # fmt: skip
     trained = _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
-            "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}")  # fmt: skip
+            "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}", "--tensorboard", "True")  # fmt: skip
     _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5",
             "--report", "False")  # fmt: skip
     return bundle, here, store, data, trained.stdout
@@ -215,3 +215,18 @@ def test_mlflow_tracking_writes_the_run(unpacked):
     assert artefacts == {f"dad/{n}" for n in names}
     local = Path(client.download_artifacts(run.info.run_id, "dad/dynamics.csv"))
     assert local.read_text().startswith("epoch,case_id,center")
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_the_run(unpacked):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bundle = unpacked[0]
+    tags = {}
+    for events in sorted((bundle / "runs" / "stage1" / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags.update({t: accumulator.Scalars(t) for t in accumulator.Tags()["scalars"]})
+    assert {"train_loss", "val_mean_dice"} <= set(tags)
+    assert [e.step for e in tags["val_mean_dice"]] == [1, 2]
