@@ -142,7 +142,12 @@ class DADTracker:
         latest = self.record.dice_matrix()[1][:, -1]
         measured = latest[~np.isnan(latest)]
         mean = measured.mean() if measured.size else float("nan")
-        self.logger.info(f"epoch {epoch}: {self.mode} Dice of {measured.size}/{latest.size} cases, mean {mean:.4f}")
+        loss = engine.state.metrics.get("train_loss")  # the trainer's key metric, computed before the handlers run
+        loss_text = f"loss {loss:.4f}, " if isinstance(loss, (int, float)) else ""
+        self.logger.info(
+            f"epoch {epoch}/{engine.state.max_epochs}: {loss_text}mean DAD {mean:.4f} "
+            f"({self.mode} Dice of {measured.size}/{latest.size} cases)"
+        )
 
 
 CURVE_FIELDS = (

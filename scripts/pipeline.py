@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import fire
 import numpy as np
 
 from scripts.atomic import write_json_atomic, write_text_atomic
+from scripts.progress import StageProgress, run_logged
 from scripts.record import read_dynamics
 
 logger = logging.getLogger("pipeline")
@@ -59,6 +58,8 @@ def retrain_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     points stage 1 at their data; the retraining reads the exported subset)."""
     return {k: v for k, v in overrides.items() if k.split("#")[0] not in RETRAIN_OWNED}
 
+PROGRESS = StageProgress()  # prints each stage's start and end, wall time and an estimate of what is left
+
 
 def _cli_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
@@ -71,13 +72,19 @@ def bundle_run(run_id: str, config_files: Sequence[str], settings: Mapping[str, 
     for key, value in settings.items():
         cmd += [f"--{key}", _cli_value(value)]
     logger.info("$ " + " ".join(cmd))
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log_file, "w") as log:
-        result = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        raise RuntimeError(f"{run_id} failed (exit {result.returncode}); see {log_file}")
-    return time.perf_counter() - start
+    start = PROGRESS.start(run_id, f"{run_id} {log_file.stem} (log: {log_file})")
+    returncode = run_logged(cmd, ROOT, log_file)  # the epochs' lines are echoed to the console too
+    if returncode != 0:
+        raise RuntimeError(f"{run_id} failed (exit {returncode}); see {log_file}")
+    return PROGRESS.end(run_id, f"{run_id} {log_file.stem}", start)
+
+
+def planned_stages(n_seeds: int) -> list[str]:
+    """The kinds of the bundle runs run_pipeline makes, in order (for the progress estimate)."""
+    kinds = ["training", "pruning"]
+    for i in range(n_seeds):
+        kinds += (["training"] if i else []) + ["pruning", "training", "training"] + ["evaluating"] * 3
+    return kinds
 
 
 def _run_size(run_dir: Path) -> tuple[int, int]:
@@ -101,6 +108,7 @@ def run_pipeline(
     common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     results: dict[str, Any] = {"rate": rate, "strategy": strategy, "seeds": seeds, "preset": presets, "runs": []}
+    PROGRESS.plan(planned_stages(len(seeds)))
 
     stage1 = work / "stage1"
     t_stage1 = bundle_run(

@@ -96,6 +96,29 @@ def test_train_workflow_properties(tmp_path):
     assert len(workflow.train_dataset) == 4
 
 
+def test_infer_workflow_properties(tmp_path):
+    """The Model Zoo's inference ids (dataset, evaluator, inferer, preprocessing, postprocessing, handlers)
+    are top-level, each referenced where MONAI's InferProperties expect it."""
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "inference.yaml")],
+        workflow_type="infer",
+        logging_file=str(CONFIGS / "logging.conf"),
+        dataset_dir=str(tmp_path / "data"),
+        synthetic={"num_train": 2, "num_val": 1, "num_test": 3, "shape": [16, 16, 16]},
+        pred_dir=str(tmp_path / "pred"),
+        num_workers=0,
+    )
+    workflow.initialize()
+    assert workflow.check_properties() == []
+    # by default the images to segment are the configured data set's test list
+    assert [d["case_id"] for d in workflow.dataset_data] == [d["case_id"] for d in workflow.dataset.data]
+    assert len(workflow.dataset) == 3 and "label" not in workflow.dataset.data[0]
+    assert workflow.evaluator.inferer is workflow.inferer
+    assert workflow.evaluator.data_loader.dataset is workflow.dataset
+
+
 def _run_training(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,

@@ -1,0 +1,2 @@
+"""Sharing the bundle: Model Zoo export (``python -m bundle.export``) and its offline checks
+(``python -m bundle.check``)."""

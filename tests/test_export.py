@@ -1,0 +1,232 @@
+"""Model Zoo export (bundle/export.py) and its offline checks (bundle/check.py); the unpacked export
+runs on its own: inference with the exported weights, a 2-epoch stage 1 tracked to a local MLflow
+store, and pruning."""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from monai.bundle import ConfigParser
+from monai.data import load_decathlon_datalist
+
+from bundle.check import check_files, check_leaks, check_sizes, check_version, leaked_paths, unpack
+from bundle.export import DEFAULT_NAME, bundle_version, export_bundle
+from scripts.record import read_dynamics
+from scripts.synthetic import ensure_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_DATA = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}
+TINY_RUN = ["--patch_size", "[16,16,16]", "--num_workers", "0", "--val_interval", "1"]
+
+
+def _untrained_weights(path: Path, wrap: bool = False) -> Path:
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.yaml"))
+    state = parser.get_parsed_content("network_def").state_dict()
+    torch.save({"model": state, "optimizer": {"state": {}}} if wrap else state, path)
+    return path
+
+
+def _bundle(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", *args]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result
+
+
+def test_export_layout(tmp_path):
+    """Every config, presets, scripts, docs, LICENSE and the weights; a zip that unpacks to <name>/."""
+    model = _untrained_weights(tmp_path / "checkpoint_final.pt", wrap=True)  # a CheckpointSaver dict
+    result = export_bundle(str(model), out=str(tmp_path / "dist"))
+    version = bundle_version()
+    bundle = Path(result["bundle_dir"])
+    assert bundle.name == DEFAULT_NAME and Path(result["zip"]).name == f"{DEFAULT_NAME}_v{version}.zip"
+    files = set(result["files"])
+    # generic: whatever configs the checkout has (e.g. a multi_gpu_train.yaml) travels
+    configs = {f"configs/{p.name}" for p in (ROOT / "configs").iterdir() if p.suffix in (".yaml", ".json", ".conf")}
+    presets = {f"configs/presets/{p.name}" for p in (ROOT / "configs" / "presets").iterdir()}
+    scripts = {f"scripts/{p.name}" for p in (ROOT / "scripts").glob("*.py")}
+    assert configs | presets | scripts <= files
+    assert {"LICENSE", "docs/README.md", "docs/data_license.txt", "models/model.pt"} <= files
+    assert not [f for f in files if "__pycache__" in f or f.startswith("bundle/") or f.startswith("tests/")]
+    # the weights are the network's state dict, unwrapped from the checkpoint
+    weights = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert set(weights) == set(torch.load(model, weights_only=True)["model"])
+    assert leaked_paths(bundle, [str(ROOT)]) == []
+    with zipfile.ZipFile(result["zip"]) as zf:
+        names = zf.namelist()
+    assert {n.split("/", 1)[0] for n in names} == {DEFAULT_NAME}
+    assert {n.split("/", 1)[1] for n in names if not n.endswith("/")} == files
+    # reproducible: the same inputs give the same zip bytes
+    again = export_bundle(str(model), out=str(tmp_path / "dist2"))
+    assert Path(again["zip"]).read_bytes() == Path(result["zip"]).read_bytes()
+
+
+def test_large_files_leave_the_bundle(tmp_path):
+    model = _untrained_weights(tmp_path / "model.pt")
+    result = export_bundle(str(model), out=str(tmp_path / "dist"), max_file_mb=0.5, large_file_url_base="https://x/y")
+    bundle = Path(result["bundle_dir"])
+    assert not (bundle / "models" / "model.pt").exists()
+    entries = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == "https://x/y/model.pt"
+    assert entries[0]["hash_type"] == "md5" and len(entries[0]["hash_val"]) == len(hashlib.md5().hexdigest())
+    assert check_files(bundle).endswith("present")  # listed in large_files.yml, so the files check passes
+    assert "models/model.pt" not in check_sizes(bundle)  # what is left is under the limit
+
+
+def test_checks_catch_leaks_and_version(tmp_path):
+    result = export_bundle(str(_untrained_weights(tmp_path / "model.pt")), out=str(tmp_path / "dist"))
+    bundle = Path(result["bundle_dir"])
+    check_leaks(bundle, [str(ROOT)])
+    (bundle / "docs" / "notes.md").write_text(f"trained in {ROOT}/runs\n")
+    assert leaked_paths(bundle, [str(ROOT)]) == [f"docs/notes.md: {ROOT}"]
+    with pytest.raises(Exception, match="source paths"):
+        check_leaks(bundle, [str(ROOT)])
+    meta_path = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    assert check_version(bundle) == f"version {meta['version']} is in changelog"
+    meta["version"] = "9.9.9"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="9.9.9"):
+        check_version(bundle)
+    (bundle / "LICENSE").unlink()
+    with pytest.raises(Exception, match="LICENSE"):
+        check_files(bundle)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model trained 2 epochs from the checkout, exported and zipped."""
+    work = tmp_path_factory.mktemp("export")
+    ensure_dataset(work / "data", **TINY_DATA)
+    _bundle(
+        ROOT,
+        "run",
+        "training",
+        "--config_file",
+        "configs/train.yaml",
+        "--dataset_dir",
+        str(work / "data"),
+        "--output_dir",
+        str(work / "stage1"),
+        "--ckpt_dir",
+        str(work / "models"),
+        "--epochs",
+        "2",
+        *TINY_RUN,
+    )
+    result = export_bundle(str(work / "models" / "model.pt"), out=str(work / "dist"))
+    return work, result
+
+
+@pytest.mark.slow
+def test_offline_checks_pass_on_the_export(exported):
+    _, result = exported
+    cmd = [sys.executable, "-m", "bundle.check", result["zip"], "--name", DEFAULT_NAME]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    for label in (
+        "zip layout",
+        "required files",
+        "file sizes",
+        "metadata schema",
+        "version in changelog",
+        "logging config",
+        "no source paths",
+        "verify_net_in_out",
+        "ckpt_export TorchScript",
+        "check_properties train+infer",
+    ):
+        assert any(ln.startswith(f"PASS  {label}: ") for ln in lines), (label, run.stdout)
+    assert "10/10 checks passed" in run.stdout and "FAIL" not in run.stdout
+
+
+@pytest.fixture(scope="module")
+def unpacked(exported, tmp_path_factory):
+    """The zip unpacked in an empty folder, away from the checkout: its inference, a 2-epoch stage 1
+    tracked to a local MLflow store, and its pruning, each run from inside the unpacked bundle."""
+    work, result = exported
+    here = tmp_path_factory.mktemp("user")
+    bundle = unpack(result["zip"], here)
+    shutil.rmtree(work / "stage1")  # nothing of the checkout's run is left to lean on
+    data = str(work / "data")
+    train = ["--config_file", "configs/train.yaml", "--dataset_dir", data, *TINY_RUN]
+    store = here / "mlflow" / "mlruns.db"
+    _bundle(bundle, "run", "inference", "--config_file", "['configs/train.yaml','configs/inference.yaml']",
+            "--dataset_dir", data, "--pred_dir", str(here / "pred"), "--patch_size", "[16,16,16]",
+            "--num_workers", "0")  # fmt: skip
+    trained = _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
+            "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}", "--tensorboard", "True")  # fmt: skip
+    _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5",
+            "--report", "False")  # fmt: skip
+    return bundle, here, store, data, trained.stdout
+
+
+@pytest.mark.slow
+def test_unpacked_export_infers_trains_and_prunes(unpacked):
+    bundle, here, _, data, console = unpacked
+    test = load_decathlon_datalist(Path(data) / "dataset.json", data_list_key="test")
+    for entry in test:  # one mask per test image, on its grid, with the exported weights
+        mask = nib.load(here / "pred" / f"{entry['case_id']}_seg.nii.gz")
+        image = nib.load(entry["image"])
+        assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    # stage 1 wrote into the unpacked bundle's default places (bundle_root '.')
+    assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "checkpoint_final.pt").is_file()
+    table = read_dynamics(bundle / "runs" / "stage1" / "dynamics.csv")
+    for epoch in (1, 2):  # stage 1's console: the epoch, its loss and the mean DAD
+        assert re.search(rf"DADTracker - INFO - epoch {epoch}/2: loss \d\.\d{{4}}, mean DAD \d\.\d{{4}}", console)
+    assert sorted(set(table["epoch"].astype(int))) == [1, 2] and len(set(table["case_id"])) == 4
+    summary = json.loads((bundle / "runs" / "prune" / "prune_summary.json").read_text())
+    assert summary["num_cases"] == 4 and summary["num_kept"] == 2
+    assert len(load_decathlon_datalist(bundle / "runs" / "prune" / "subset_datalist.json")) == 2
+
+
+@pytest.mark.slow
+def test_mlflow_tracking_writes_the_run(unpacked):
+    mlflow = pytest.importorskip("mlflow")
+    _, _, store, _, _ = unpacked
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiments = {e.name: e.experiment_id for e in client.search_experiments()}
+    runs = client.search_runs([experiments["monai_experiment"]])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    for metric in ("train_loss", "val_mean_dice", "mean_dad"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert history and all(np.isfinite(m.value) for m in history), metric
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "mean_dad")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mean_dice")] == [1, 2]
+    params = run.data.params
+    assert params["epochs"] == "2" and params["num_train_cases"] == "4" and params["delta_t"] == "1"
+    assert params["dad_mode"] == "patches" and params["patch_size"] == "[16, 16, 16]"
+    artefacts = {a.path for a in client.list_artifacts(run.info.run_id, "dad")}
+    names = ("dynamics.csv", "moving_distance.csv", "stop_rule.json", "data_map_stage1.png")
+    assert artefacts == {f"dad/{n}" for n in names}
+    local = Path(client.download_artifacts(run.info.run_id, "dad/dynamics.csv"))
+    assert local.read_text().startswith("epoch,case_id,center")
+
+
+@pytest.mark.slow
+def test_tensorboard_logs_the_run(unpacked):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    bundle = unpacked[0]
+    tags = {}
+    for events in sorted((bundle / "runs" / "stage1" / "tensorboard").glob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags.update({t: accumulator.Scalars(t) for t in accumulator.Tags()["scalars"]})
+    assert {"train_loss", "val_mean_dice"} <= set(tags)
+    assert [e.step for e in tags["val_mean_dice"]] == [1, 2]
