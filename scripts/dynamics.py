@@ -123,14 +123,16 @@ def moving_distance(
 
     Default: L = Σ_i (|Δμ_i| + |Δσ_i|). With ``signed=True`` the paper's Eq. 7 as its research code
     computed it, L = Σ_i (Δμ_i + Δσ_i), where opposite moves cancel. Cases undefined in either
-    window are left out.
+    window are left out; when no case is defined in both windows (e.g. a window with no measured
+    epoch) L is undefined: NaN, not 0, so it can never look settled.
     """
     d_mu = np.asarray(dad, dtype=np.float64) - np.asarray(dad_prev, dtype=np.float64)
     d_sigma = np.asarray(var, dtype=np.float64) - np.asarray(var_prev, dtype=np.float64)
     if not signed:
         d_mu, d_sigma = np.abs(d_mu), np.abs(d_sigma)
     moves = d_mu + d_sigma
-    return float(np.sum(moves[~np.isnan(moves)]))
+    defined = ~np.isnan(moves)
+    return float(np.sum(moves[defined])) if defined.any() else float("nan")
 
 
 def stop_index(distances: Sequence[float], fraction: float = 0.01) -> int | None:
@@ -138,12 +140,15 @@ def stop_index(distances: Sequence[float], fraction: float = 0.01) -> int | None
 
     ``distances[k]`` is L between windows k and k+1. The first L has no history to compare with,
     so the earliest index that can fire is 1; a run whose largest L is not positive never fires.
+    An undefined L (NaN: a window with no measurement) neither fires nor counts towards the maximum.
     Returns None when the rule has not fired.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"stop fraction must be in (0, 1), got {fraction}")
     largest = -np.inf
     for k, value in enumerate(distances):
+        if np.isnan(value):
+            continue
         largest = max(largest, value)
         if k >= 1 and largest > 0 and value <= fraction * largest:
             return k
@@ -159,7 +164,8 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 def overlap_stop_index(overlaps: Sequence[float], threshold: float = 0.9) -> int | None:
     """Index of the first overlap (Jaccard of the subsets kept at two consecutive windows) that reaches
-    ``threshold``: the noise-robust rule method-notes.md offers beside the 1% rule. None if never."""
+    ``threshold``: the noise-robust rule method-notes.md offers beside the 1% rule. None if never; an
+    undefined overlap (NaN) never fires."""
     if not 0 < threshold <= 1:
         raise ValueError(f"overlap threshold must be in (0, 1], got {threshold}")
     for k, value in enumerate(overlaps):

@@ -154,6 +154,7 @@ CURVE_FIELDS = (
     "window",
     "epoch_start",
     "epoch_end",
+    "measured",
     "distance_abs",
     "distance_signed",
     "distance",
@@ -186,6 +187,9 @@ class MovingDistanceHandler:
         rule: "distance" or "overlap".
         overlap_threshold: the Jaccard index the overlap rule needs.
         overlap_rate: the prune rate of the subsets compared by the overlap rule.
+        measure_interval: epochs between measurements ("volumes" mode's ``dad_interval``, else 1); it
+            must divide ``delta_t`` so every window holds the same number of measured epochs (a window
+            with none has no L: the curve says so and the rule never counts it as settled).
     """
 
     def __init__(
@@ -202,9 +206,16 @@ class MovingDistanceHandler:
         curve_filename: str = "moving_distance.csv",
         summary_filename: str = "stop_rule.json",
         save_rank: int = 0,
+        measure_interval: int = 1,
     ) -> None:
         if delta_t < 1:
             raise ValueError(f"delta_t must be >= 1, got {delta_t}")
+        if measure_interval < 1 or delta_t % measure_interval:
+            raise ValueError(
+                f"the DAD is measured every {measure_interval} epochs, which does not divide the window of "
+                f"delta_t={delta_t} epochs: windows would hold unequal numbers of measurements, or none; "
+                "choose dad_interval dividing delta_t"
+            )
         if not 0 < stop_fraction < 1:
             raise ValueError(f"stop_fraction must be in (0, 1), got {stop_fraction}")
         if rule not in RULES:
@@ -240,11 +251,14 @@ class MovingDistanceHandler:
             stats = window_stats(dice, epochs, start, end)
             kept = select(stats[0], self.overlap_rate, "ambiguous")
             row = {"window": w, "epoch_start": start + 1, "epoch_end": end}
+            row["measured"] = int(np.sum(~np.isnan(stats[0])))
             if prev is not None:
                 row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
                 row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
                 row["distance"] = row["distance_signed" if self.signed else "distance_abs"]
-                row["kept_jaccard"] = jaccard(prev_kept, kept)
+                # subsets picked from a window without measurements mean nothing: no overlap either
+                empty = row["measured"] == 0 or rows[-1]["measured"] == 0
+                row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
             rows.append(row)
             prev, prev_kept = stats, kept
         if self.rule == "distance":
@@ -253,8 +267,8 @@ class MovingDistanceHandler:
             fired = overlap_stop_index([r["kept_jaccard"] for r in rows[1:]], self.overlap_threshold)
         largest = -np.inf
         for k, row in enumerate(rows[1:]):
-            largest = max(largest, row["distance"])
-            row["max_distance"] = largest
+            largest = largest if np.isnan(row["distance"]) else max(largest, row["distance"])
+            row["max_distance"] = largest if largest > -np.inf else float("nan")
             row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
             row["stop"] = int(fired == k)
         return rows
@@ -271,7 +285,9 @@ class MovingDistanceHandler:
             write_csv_atomic(self.curve_path, CURVE_FIELDS, table)
             write_json_atomic(self.summary_path, self.summary(epoch))
         last = rows[-1]
-        if "distance" in last:
+        if "distance" in last and np.isnan(last["distance"]):
+            self.logger.info(f"epoch {epoch}: no moving distance, a window of the pair has no measured case")
+        elif "distance" in last:
             self.logger.info(
                 f"epoch {epoch}: moving distance L={last['distance']:.4f} "
                 f"({last['ratio']:.2%} of max {last['max_distance']:.4f})"
@@ -364,5 +380,7 @@ class SubsetExportHandler:
 
         selection = select_subset(self.record, epoch, self.delta_t, **self.options)
         note = f"the stop rule fired at epoch {epoch}"
-        export_subset(selection, self.dataset_json, self.output_dir, note=note, train_limit=self.train_limit)
+        export_subset(
+            selection, self.dataset_json, self.output_dir, note=note, train_limit=self.train_limit, stage1_epochs=epoch
+        )
         self.logger.info(f"subset exported to {self.output_dir} at epoch {epoch}")

@@ -129,6 +129,7 @@ def export_subset(
     out_dir: str | os.PathLike,
     note: str = "",
     train_limit: int | None = None,
+    stage1_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Write ``subset_datalist.json`` (Decathlon format: the kept training cases, validation and test
     unchanged), ``selection.csv`` and ``prune_summary.json`` into ``out_dir``, each atomically.
@@ -157,6 +158,8 @@ def export_subset(
         "num_kept": len(kept_ids),
         "per_center": by_center,
         "missing_dad": [c for c, d in zip(selection.case_ids, selection.dad) if np.isnan(d)],
+        # the epochs stage 1 trained on the full list: the retraining's budget follows from them
+        "stage1_epochs": stage1_epochs,
         "note": note,
     }
     subset = {
@@ -175,6 +178,21 @@ def export_subset(
     write_json_atomic(out / "prune_summary.json", summary)
     logger.info(f"kept {len(kept_ids)}/{len(training)} cases ({selection.settings}); wrote {out}")
     return summary
+
+
+def record_epochs(stage1_dir: str | os.PathLike, epochs: int) -> None:
+    """Add the epochs stage 1 actually trained (fewer than configured when the stop rule ended it) to
+    its ``run.json``, which the prune workflow passes on to the retraining."""
+    info = read_run_info(stage1_dir)
+    write_json_atomic(Path(stage1_dir) / "run.json", {**info, "epochs": int(epochs)})
+
+
+def stage1_epochs_of(subset_json: str | os.PathLike) -> int:
+    """The stage-1 epochs an exported subset records (the retraining's budget is matched to them)."""
+    pruning = json.loads(Path(subset_json).read_text()).get("pruning", {})
+    if not pruning.get("stage1_epochs"):
+        raise ValueError(f"{subset_json} does not record stage 1's epochs: pass --stage1_epochs N")
+    return int(pruning["stage1_epochs"])
 
 
 def read_run_info(stage1_dir: str | os.PathLike) -> dict[str, Any]:
@@ -209,7 +227,14 @@ def run_pruning(
     stop_rule = json.loads(rule_path.read_text()) if rule_path.is_file() else None
     end, why = choose_window(max(record.epochs), delta_t, stop_rule, epoch)
     selection = select_subset(record, end, delta_t, rate, strategy, seed, stratify)
-    summary = export_subset(selection, dataset_json, out_dir, note=why, train_limit=info.get("num_train_cases"))
+    summary = export_subset(
+        selection,
+        dataset_json,
+        out_dir,
+        note=why,
+        train_limit=info.get("num_train_cases"),
+        stage1_epochs=int(info.get("epochs") or max(record.epochs)),
+    )
     if report:
         from scripts.report import make_report
 

@@ -218,3 +218,28 @@ def test_volumes_mode_scores_the_evaluator_every_interval(tmp_path):
     for case in ("a", "b"):
         expected = _independent_dice([preds[case]], [volumes[case][:, 0]], 2)
         assert table["dice"][table["case_id"] == case] == pytest.approx([expected, expected])
+
+
+def test_window_without_measurements_has_no_distance_and_never_settles(tmp_path):
+    # measured only at epochs 15 and 30 (volumes mode, interval 15) with windows of 10: window 1-10 and
+    # 31-40 hold no measurement; L next to them is undefined (empty cell), not 0, and the rule does not fire
+    record = DynamicsRecord(["p", "q"], ["c1", "c1"], 2)
+    _fill(record, 15, {"p": 0.2, "q": 0.6})
+    _fill(record, 30, {"p": 0.8, "q": 0.6})
+    handler = MovingDistanceHandler(record, tmp_path, delta_t=10)
+    rows = handler.curve(40)
+    assert [r["measured"] for r in rows] == [0, 2, 2, 0]
+    assert np.isnan(rows[1]["distance"]) and np.isnan(rows[3]["distance"])
+    assert np.isnan(rows[3]["kept_jaccard"])
+    assert rows[2]["distance"] == pytest.approx(0.6)
+    assert [r["stop"] for r in rows[1:]] == [0, 0, 0]
+    # the settings that produce such windows are refused up front
+    with pytest.raises(ValueError, match="every 15 epochs, which does not divide the window of delta_t=10"):
+        MovingDistanceHandler(record, tmp_path, delta_t=10, measure_interval=15)
+
+
+def test_stop_index_skips_undefined_distances():
+    from scripts.dynamics import stop_index
+
+    assert stop_index([1.0, float("nan"), 0.5, 0.005]) == 3
+    assert stop_index([float("nan"), 1.0, float("nan")]) is None

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from scripts.record import DynamicsRecord
 from scripts.synthetic import generate_dataset
 
 N = 10
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +189,28 @@ def test_stratified_selection_csv_region_agrees_with_kept():
     np.testing.assert_array_equal(sel.kept, sel.region == "ambiguous")
     assert list(sel.region[:5]) == ["hard", "ambiguous", "ambiguous", "ambiguous", "easy"]
     assert list(sel.rank) == [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+
+
+def test_retraining_reads_the_epochs_stage1_trained(tmp_path, dataset):
+    """Stage 1 stopped at epoch 4 (say, by the stop rule); the retraining's budget follows from 4, not from
+    a number in retrain.yaml: 10 cases, 6 kept (p = 0.4) -> round(4 * 10 / 6) = 7 epochs."""
+    from monai.bundle import ConfigParser
+
+    from scripts.prune import record_epochs, stage1_epochs_of
+
+    train_ids = [d["case_id"] for d in load_decathlon_datalist(dataset, data_list_key="training")]
+    run, _ = _stage1(tmp_path, dataset, {c: 0.05 * (i + 1) for i, c in enumerate(train_ids)})
+    record_epochs(run, 4)
+    assert json.loads((run / "run.json").read_text())["epochs"] == 4
+    out = tmp_path / "prune"
+    assert run_pruning(run, out, rate=0.4, report=False)["stage1_epochs"] == 4
+    parser = ConfigParser()
+    parser.read_config([ROOT / "configs" / "train.yaml", ROOT / "configs" / "retrain.yaml"])
+    parser["subset_dir"] = str(out)
+    assert parser.get_parsed_content("stage1_epochs") == 4
+    assert parser.get_parsed_content("epochs") == 7
+    subset = json.loads((out / "subset_datalist.json").read_text())
+    del subset["pruning"]["stage1_epochs"]
+    (tmp_path / "old.json").write_text(json.dumps(subset))
+    with pytest.raises(ValueError, match="does not record stage 1's epochs"):
+        stage1_epochs_of(tmp_path / "old.json")
