@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_CASES = 5  # odd: the training sampler pads one rank, the volumes split 3 / 2
 
 
+BUNDLE = ["-m", "monai.bundle", "run", "training", "--config_file"]
+TWO = "['configs/train.yaml','configs/multi_gpu_train.yaml']"
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
 def _settings(tmp_path: Path, out: str) -> list[str]:
     """A tiny frozen run (learning rate 0, instance norm: no running statistics) scored on whole volumes."""
     synthetic = {"num_train": NUM_CASES, "num_val": 3, "num_test": 1, "shape": [24, 24, 24], "seed": 0}
@@ -22,7 +27,7 @@ def _settings(tmp_path: Path, out: str) -> list[str]:
         *("--output_dir", str(tmp_path / out), "--ckpt_dir", str(tmp_path / out / "models")),
         *("--synthetic", json.dumps({**synthetic, "num_centers": 3, "fault_fraction": 0.0})),
         *("--patch_size", "[16,16,16]", "--num_workers", "0", "--batch_size", "2"),
-        *("--epochs", "2", "--val_interval", "1", "--learning_rate", "0.0", "--network_def#norm", "instance"),
+        *("--epochs", "2", "--val_interval", "2", "--learning_rate", "0.0", "--network_def#norm", "instance"),
         *("--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
     ]
 
@@ -34,11 +39,8 @@ def _run(cmd: list[str]) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_processes_write_the_single_process_record(tmp_path):
-    bundle = ["-m", "monai.bundle", "run", "training", "--config_file"]
-    _run([sys.executable, *bundle, "configs/train.yaml", *_settings(tmp_path, "single")])
-    two = "['configs/train.yaml','configs/multi_gpu_train.yaml']"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*torchrun, *bundle, two, *_settings(tmp_path, "multi"), "--backend", "gloo"])
+    _run([sys.executable, *BUNDLE, "configs/train.yaml", *_settings(tmp_path, "single")])
+    _run([*TORCHRUN, *BUNDLE, TWO, *_settings(tmp_path, "multi"), "--backend", "gloo"])
 
     single = read_dynamics(tmp_path / "single" / "dynamics.csv")
     multi = read_dynamics(tmp_path / "multi" / "dynamics.csv")
@@ -54,3 +56,13 @@ def test_two_gloo_processes_write_the_single_process_record(tmp_path):
     # rank 0 alone wrote the checkpoints and the stop-rule files
     assert (tmp_path / "multi" / "models" / "checkpoint_final.pt").is_file()
     assert json.loads((tmp_path / "multi" / "stop_rule.json").read_text())["last_window_end"] == 2
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_count_each_case_once_in_patches_mode(tmp_path):
+    # 5 cases on 2 ranks: the training sampler gives rank 1 a repeat of one case, which is not counted
+    patches = ["--dad_mode", "patches", "--epochs", "1", "--learning_rate", "0.003", "--num_crops", "2"]
+    _run([*TORCHRUN, *BUNDLE, TWO, *_settings(tmp_path, "multi"), *patches, "--backend", "gloo"])
+    table = read_dynamics(tmp_path / "multi" / "dynamics.csv")
+    assert sorted(table["case_id"]) == sorted(f"c{i % 3 + 1}_{i:04d}" for i in range(NUM_CASES))
+    np.testing.assert_array_equal(table["n_items"], np.full(NUM_CASES, 2))  # each case's 2 crops, once
