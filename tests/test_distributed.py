@@ -85,3 +85,10 @@ def test_tracker_skips_padding_so_ranks_add_up_to_one_visit_per_case():
     n0, n1 = _rank_record(0, data, crops=2), _rank_record(1, data, crops=2)
     assert n0.sum() == 3 * 2 and n1.sum() == 2 * 2  # rank 1 got 3 items too, its third (a repeat) is dropped
     np.testing.assert_array_equal(n0 + n1, np.full(5, 2))  # each case once, with its 2 crops
+
+
+def test_gpu_check_device_accumulation_runs_on_cpu():
+    from scripts.gpu_bench import check_device_accumulation
+
+    # the same check the GPU script runs first; here the counts stay where the outputs are: the CPU
+    assert check_device_accumulation(torch.device("cpu")) == "cpu"
