@@ -92,3 +92,22 @@ def test_gpu_check_device_accumulation_runs_on_cpu():
 
     # the same check the GPU script runs first; here the counts stay where the outputs are: the CPU
     assert check_device_accumulation(torch.device("cpu")) == "cpu"
+
+
+def test_metatensor_outputs_are_counted_as_plain_tensors():
+    from monai.data import MetaTensor
+
+    from scripts.handlers import _as_batch
+
+    # decollated MetaTensor items that carry transform history, as MONAI's trainer returns them
+    rng = np.random.default_rng(2)
+    classes = rng.integers(0, 2, size=(3, 4, 4, 4))
+    items = []
+    for c in classes:
+        item = MetaTensor(torch.nn.functional.one_hot(torch.as_tensor(c), 2).movedim(-1, 0).float())
+        item.push_applied_operation({"class": "RandCropByPosNegLabeld", "orig_size": (8, 8, 8)})
+        items.append(item)
+    batch = _as_batch(items)
+    assert type(batch) is torch.Tensor and batch.shape == (3, 2, 4, 4, 4)
+    expected = foreground_counts(classes, classes, 2)  # predicted exactly: |P∩Y| = |P| = |Y|
+    np.testing.assert_array_equal(foreground_counts_torch(class_indices(batch), _as_batch(items)[:, 1:], 2), expected)
