@@ -1,9 +1,9 @@
 """Ignite handlers, in MONAI's style, that record training dynamics and apply the stop rule.
 
 ``DADTracker`` fills the per-case dynamics record; ``MovingDistanceHandler`` reads it every Δt epochs.
-Both run on every rank; per-case counts are gathered across ranks once per epoch (as
-``monai.handlers.MetricsSaver`` gathers its file names), so the record does not depend on how many
-processes trained, and only ``save_rank`` writes files.
+Both run on every rank; per-case counts are summed across ranks once per epoch (one ``all_reduce``,
+where ``monai.handlers.MetricsSaver`` gathers its per-item lists), sampler padding is not counted, so
+the record does not depend on how many processes trained, and only ``save_rank`` writes files.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
-from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from scripts.atomic import write_csv_atomic, write_json_atomic
+from scripts.counts import class_indices, foreground_counts_torch
+from scripts.distributed import padding_case_ids
 from scripts.dynamics import (
-    foreground_counts,
     jaccard,
     moving_distance,
     overlap_stop_index,
@@ -40,11 +40,19 @@ __all__ = ["DADTracker", "MovingDistanceHandler"]
 MODES = ("patches", "volumes")
 
 
+def _plain(x: Any) -> torch.Tensor:
+    """A plain-tensor view: a ``MetaTensor``'s metadata (affine, applied transforms) is of no use to the
+    counts, and stacking or computing with it costs far more than they do (60 ms against 0.1 ms to
+    stack a batch of 8 crops, measured)."""
+    t = torch.as_tensor(x)
+    return t if type(t) is torch.Tensor else t.as_subclass(torch.Tensor)
+
+
 def _as_batch(x: Any) -> torch.Tensor:
     """Outputs are a batched tensor, or a list of per-item tensors once decollated."""
     if isinstance(x, (list, tuple)):
-        return torch.stack([torch.as_tensor(i) for i in x])
-    return torch.as_tensor(x)
+        return torch.stack([_plain(i) for i in x])
+    return _plain(x)
 
 
 class DADTracker:
@@ -56,6 +64,11 @@ class DADTracker:
             case's crops are pooled into one Dice per foreground class.
         "volumes": every ``interval`` epochs it runs ``evaluator`` (sliding-window inference over the
             whole training volumes, no augmentation) and scores its outputs the same way.
+
+    The counts are computed with torch where the outputs are (CPU or GPU) and stay there until the
+    epoch ends; then they are pooled per case, summed across ranks (one ``all_reduce``) and copied to
+    the host once. Items a ``DistributedSampler`` repeats as padding are not counted, so the record is
+    the same whatever the number of processes.
 
     Args:
         record: the per-case record to fill (its cases and classes); every epoch gets a row for each
@@ -97,8 +110,9 @@ class DADTracker:
         self.batch_transform = batch_transform
         self.save_rank = save_rank
         self.logger = logging.getLogger("DADTracker")
-        self._case_ids: list[str] = []
-        self._counts: list[np.ndarray] = []
+        self._rows: list[int] = []  # the record row of every counted item this epoch
+        self._counts: list[torch.Tensor] = []  # per-iteration (B, 3, C-1) counts, on the outputs' device
+        self._padding: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
         """Attach to the trainer (in "volumes" mode also hooks the evaluator it runs)."""
@@ -110,8 +124,9 @@ class DADTracker:
         if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    def _reset(self, _engine: Engine) -> None:
-        self._case_ids, self._counts = [], []
+    def _reset(self, engine: Engine) -> None:
+        self._rows, self._counts = [], []
+        self._padding = padding_case_ids(engine.state.dataloader)
 
     def _collect(self, engine: Engine) -> None:
         pred, label = self.output_transform(engine.state.output)
@@ -121,9 +136,29 @@ class DADTracker:
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
         if len(case_ids) != pred.shape[0]:
             raise ValueError(f"{len(case_ids)} case ids for a batch of {pred.shape[0]} predictions")
-        classes = pred.argmax(dim=1).cpu().numpy()
-        self._counts.append(foreground_counts(classes, label[:, 0].cpu().numpy(), self.num_classes))
-        self._case_ids.extend(case_ids)
+        counts = foreground_counts_torch(class_indices(pred), label, self.num_classes)
+        if self._padding:
+            keep = [i for i, c in enumerate(case_ids) if c not in self._padding]
+            counts, case_ids = counts[keep], [case_ids[i] for i in keep]
+        self._rows.extend(self.record.rows_of(case_ids).tolist())
+        self._counts.append(counts)
+
+    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's counts pooled per case and summed over ranks: (n_cases, 3, C-1), (n_cases,)."""
+        n_cases = len(self.record.case_ids)
+        device = self._counts[0].device if self._counts else torch.device("cpu")
+        if idist.get_world_size() > 1 and idist.backend() == "nccl":
+            device = idist.device()
+        pooled = torch.zeros((n_cases, 3 * (self.num_classes - 1) + 1), dtype=torch.int64, device=device)
+        if self._counts:
+            counts = torch.cat(self._counts).to(device=device, dtype=torch.int64).flatten(1)
+            ones = torch.ones((counts.shape[0], 1), dtype=torch.int64, device=device)  # the n_items column
+            rows = torch.as_tensor(self._rows, dtype=torch.int64, device=device)
+            pooled.index_add_(0, rows, torch.cat([counts, ones], dim=1))
+        if idist.get_world_size() > 1:
+            pooled = idist.all_reduce(pooled)
+        pooled = pooled.cpu().numpy()
+        return pooled[:, :-1].reshape(n_cases, 3, self.num_classes - 1), pooled[:, -1]
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
@@ -131,12 +166,7 @@ class DADTracker:
             if epoch % self.interval != 0:
                 return
             self.evaluator.run()
-        counts = np.concatenate(self._counts) if self._counts else np.zeros((0, 3, self.num_classes - 1))
-        case_ids = self._case_ids
-        if idist.get_world_size() > 1:
-            case_ids = string_list_all_gather(case_ids)
-            counts = evenly_divisible_all_gather(torch.as_tensor(counts), concat=True).numpy()
-        self.record.add_epoch(epoch, self.mode, case_ids, counts)
+        self.record.add_pooled_epoch(epoch, self.mode, *self._pooled())
         if idist.get_rank() == self.save_rank:
             self.record.save(self.path)
         latest = self.record.dice_matrix()[1][:, -1]

@@ -64,6 +64,13 @@ class DynamicsRecord:
     def epochs(self) -> list[int]:
         return sorted(self._epochs)
 
+    def rows_of(self, case_ids: Sequence[str]) -> np.ndarray:
+        """The record row of each case id (int64, same order); unknown ids raise ``ValueError``."""
+        unknown = sorted({c for c in case_ids if c not in self._index})
+        if unknown:
+            raise ValueError(f"cases not in the training list: {unknown[:5]}")
+        return np.array([self._index[c] for c in case_ids], dtype=np.int64)
+
     def add_epoch(self, epoch: int, source: str, case_ids: Sequence[str], counts: np.ndarray) -> None:
         """Pool the overlap counts of every item seen this epoch into one row per case.
 
@@ -77,13 +84,29 @@ class DynamicsRecord:
         counts = np.asarray(counts, dtype=np.float64)
         if counts.shape != (len(case_ids), 3, self.num_classes - 1):
             raise ValueError(f"counts of shape {counts.shape} do not fit {len(case_ids)} items")
-        unknown = sorted({c for c in case_ids if c not in self._index})
-        if unknown:
-            raise ValueError(f"epoch {epoch}: cases not in the training list: {unknown[:5]}")
-        rows = np.array([self._index[c] for c in case_ids], dtype=np.int64)
+        try:
+            rows = self.rows_of(case_ids)
+        except ValueError as err:
+            raise ValueError(f"epoch {epoch}: {err}") from None
         pooled = np.zeros((len(self.case_ids), 3, self.num_classes - 1))
         np.add.at(pooled, rows, counts)
-        n_items = np.bincount(rows, minlength=len(self.case_ids))
+        self.add_pooled_epoch(epoch, source, pooled, np.bincount(rows, minlength=len(self.case_ids)))
+
+    def add_pooled_epoch(self, epoch: int, source: str, pooled: np.ndarray, n_items: np.ndarray) -> None:
+        """Record an epoch from counts already pooled per case (in record order).
+
+        Args:
+            epoch, source: as in ``add_epoch``.
+            pooled: shape (n_cases, 3, num_classes - 1), each case's summed counts of the epoch.
+            n_items: shape (n_cases,), how many items (crops or volumes) each case's counts pool.
+        """
+        pooled = np.asarray(pooled, dtype=np.float64)
+        n_items = np.asarray(n_items, dtype=np.int64)
+        if pooled.shape != (len(self.case_ids), 3, self.num_classes - 1) or n_items.shape != (len(self.case_ids),):
+            raise ValueError(
+                f"epoch {epoch}: pooled counts {pooled.shape} / n_items {n_items.shape} do not fit "
+                f"{len(self.case_ids)} cases and {self.num_classes - 1} foreground classes"
+            )
         class_dice = pooled_dice(pooled)
         class_dice[n_items == 0] = np.nan  # a case not seen this epoch was not measured
         self._epochs[int(epoch)] = (source, class_dice, n_items)
