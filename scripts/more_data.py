@@ -23,6 +23,7 @@ import numpy as np
 from scripts.atomic import write_json_atomic, write_text_atomic
 from scripts.data import load_datalist
 from scripts.pipeline import ROOT, bundle_run
+from scripts.progress import StageProgress
 from scripts.synthetic import ensure_dataset
 
 logger = logging.getLogger("more_data")
@@ -62,6 +63,7 @@ def run_more_data(
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     results: dict[str, Any] = {"dataset_json": str(dataset_json), "seeds": seeds, "runs": []}
+    progress = StageProgress()
     for name, lists in source_datalists(dataset_json).items():
         slug = name.replace(" ", "_")
         datalist = write_json_atomic(work / slug / "datalist.json", {"name": name, **lists})
@@ -69,13 +71,18 @@ def run_more_data(
             out, ckpt = work / slug / f"seed{seed}", work / "models" / f"{slug}_seed{seed}"
             settings = {**common, "seed": seed, "dataset_json": datalist, "output_dir": out, "ckpt_dir": ckpt}
             wall = bundle_run(
-                "training", ["configs/train.yaml", *presets], settings, work / "logs" / f"{slug}_{seed}.log"
+                "training",
+                ["configs/train.yaml", *presets],
+                settings,
+                work / "logs" / f"{slug}_{seed}.log",
+                progress=progress,
             )
             bundle_run(
                 "evaluating",
                 ["configs/train.yaml", *presets, "configs/evaluate.yaml"],
                 settings,
                 work / "logs" / f"{slug}_{seed}_eval.log",
+                progress=progress,
             )
             summary = json.loads((out / "eval" / "summary.json").read_text())
             results["runs"].append(

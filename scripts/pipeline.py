@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,25 +59,44 @@ def retrain_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
     points stage 1 at their data; the retraining reads the exported subset)."""
     return {k: v for k, v in overrides.items() if k.split("#")[0] not in RETRAIN_OWNED}
 
-PROGRESS = StageProgress()  # prints each stage's start and end, wall time and an estimate of what is left
-
 
 def _cli_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
-def bundle_run(run_id: str, config_files: Sequence[str], settings: Mapping[str, Any], log_file: Path) -> float:
-    """Run one bundle workflow in a fresh process; returns its wall time in seconds."""
+def bundle_run(
+    run_id: str,
+    config_files: Sequence[str],
+    settings: Mapping[str, Any],
+    log_file: Path,
+    progress: StageProgress | None = None,
+) -> float:
+    """Run one bundle workflow in a fresh process; returns its wall time in seconds.
+
+    A stage that finished before with the same command (its ``<log>.done.json`` marker, written atomically
+    after success) is skipped and its recorded wall time returned, so a rerun of an interrupted pipeline
+    goes on where it stopped. ``progress`` prints each stage's start, end and what is left.
+    """
     files = [str(ROOT / f) if not Path(f).is_absolute() else f for f in config_files]
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", json.dumps(files)]
     for key, value in settings.items():
         cmd += [f"--{key}", _cli_value(value)]
+    done = log_file.with_suffix(".done.json")
+    if done.is_file() and json.loads(done.read_text()).get("cmd") == cmd[1:]:
+        wall = float(json.loads(done.read_text())["wall_s"])
+        logger.info(f"{run_id} {log_file.stem}: done before ({done}), skipped")
+        if progress is not None:
+            progress.end(run_id, f"{run_id} {log_file.stem} (done before, skipped)", time.perf_counter() - wall)
+        return wall
     logger.info("$ " + " ".join(cmd))
-    start = PROGRESS.start(run_id, f"{run_id} {log_file.stem} (log: {log_file})")
-    returncode = run_logged(cmd, ROOT, log_file)  # the epochs' lines are echoed to the console too
+    label = f"{run_id} {log_file.stem}"
+    start = progress.start(run_id, f"{label} (log: {log_file})") if progress else time.perf_counter()
+    returncode = run_logged(cmd, ROOT, log_file, echo=progress is not None)
     if returncode != 0:
         raise RuntimeError(f"{run_id} failed (exit {returncode}); see {log_file}")
-    return PROGRESS.end(run_id, f"{run_id} {log_file.stem}", start)
+    wall = progress.end(run_id, label, start) if progress else time.perf_counter() - start
+    write_json_atomic(done, {"cmd": cmd[1:], "wall_s": wall})
+    return wall
 
 
 def planned_stages(n_seeds: int) -> list[str]:
@@ -108,10 +128,15 @@ def run_pipeline(
     common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     results: dict[str, Any] = {"rate": rate, "strategy": strategy, "seeds": seeds, "preset": presets, "runs": []}
-    PROGRESS.plan(planned_stages(len(seeds)))
+    progress = StageProgress()  # each stage's start and end, wall time and an estimate of what is left
+    progress.plan(planned_stages(len(seeds)))
+
+    def run(*args: Any) -> float:
+        return bundle_run(*args, progress=progress)
+
 
     stage1 = work / "stage1"
-    t_stage1 = bundle_run(
+    t_stage1 = run(
         "training",
         train_cfg,
         {**common, "seed": seeds[0], "output_dir": stage1, "ckpt_dir": work / "models" / f"full_seed{seeds[0]}"},
@@ -119,7 +144,7 @@ def run_pipeline(
     )
     run_info = json.loads((stage1 / "run.json").read_text())
     stage1_epochs = _run_size(stage1)[1]
-    t_prune = bundle_run(
+    t_prune = run(
         "pruning",
         ["configs/prune.yaml"],
         {"stage1_dir": stage1, "output_dir": work / "prune_dad", "prune_rate": rate, "prune_strategy": strategy},
@@ -134,7 +159,7 @@ def run_pipeline(
             arms["full"] = {"out": stage1, "ckpt": work / "models" / f"full_seed{seed}", "wall_s": t_stage1}
         else:
             out, ckpt = work / f"full_seed{seed}", work / "models" / f"full_seed{seed}"
-            wall = bundle_run(
+            wall = run(
                 "training",
                 train_cfg,
                 {**common, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
@@ -142,7 +167,7 @@ def run_pipeline(
             )
             arms["full"] = {"out": out, "ckpt": ckpt, "wall_s": wall}
         random_dir = work / f"prune_random_seed{seed}"
-        bundle_run(
+        run(
             "pruning",
             ["configs/prune.yaml"],
             {
@@ -157,7 +182,7 @@ def run_pipeline(
         )
         for arm, subset in (("dad", work / "prune_dad"), ("random", random_dir)):
             out, ckpt = work / f"retrain_{arm}_seed{seed}", work / "models" / f"{arm}_seed{seed}"
-            wall = bundle_run(
+            wall = run(
                 "training",
                 [*train_cfg, "configs/retrain.yaml"],
                 {
@@ -173,7 +198,7 @@ def run_pipeline(
             )
             arms[arm] = {"out": out, "ckpt": ckpt, "wall_s": wall}
         for arm, info in arms.items():
-            bundle_run(
+            run(
                 "evaluating",
                 [*train_cfg, "configs/evaluate.yaml"],
                 {

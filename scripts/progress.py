@@ -69,8 +69,10 @@ class StageProgress:
         return wall
 
 
-def run_logged(cmd: Sequence[str], cwd: str | os.PathLike, log_file: Path, prefix: str = "  ") -> int:
-    """Run ``cmd``, writing all its output to ``log_file`` and echoing the progress lines to stdout;
+def run_logged(
+    cmd: Sequence[str], cwd: str | os.PathLike, log_file: Path, prefix: str = "  ", echo: bool = True
+) -> int:
+    """Run ``cmd``, writing all its output to ``log_file`` and (with ``echo``) the progress lines to stdout;
     returns the exit code."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as log:
@@ -78,6 +80,6 @@ def run_logged(cmd: Sequence[str], cwd: str | os.PathLike, log_file: Path, prefi
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            if PROGRESS_PATTERN.search(line):
+            if echo and PROGRESS_PATTERN.search(line):
                 print(prefix + line.rstrip().split(" - INFO - ")[-1], flush=True)
         return proc.wait()

@@ -135,6 +135,18 @@ class DynamicsRecord:
         """Write the whole record atomically (cheap: thousands of rows)."""
         return write_csv_atomic(path, self.fields, self.rows())
 
+    def restore(self, path: str | os.PathLike, up_to_epoch: int) -> list[int]:
+        """Take the epochs <= ``up_to_epoch`` from a saved record of the same cases (a resumed run);
+        later epochs are dropped, to be recorded again. Returns the epochs kept."""
+        saved = DynamicsRecord.load(path)
+        if saved.case_ids != self.case_ids or saved.num_classes != self.num_classes:
+            raise ValueError(
+                f"{path}: the saved record's cases or classes differ from this run's training list; "
+                "it belongs to another data set or run"
+            )
+        self._epochs = {e: v for e, v in saved._epochs.items() if e <= up_to_epoch}
+        return sorted(self._epochs)
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> DynamicsRecord:
         """Read a record written by ``save`` (for resuming a run)."""

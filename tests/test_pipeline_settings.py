@@ -17,3 +17,34 @@ def test_overrides_of_what_the_pipeline_sets_are_refused(tmp_path, key, hint):
     with pytest.raises(ValueError, match=f"{key} \\(use {hint}\\)"):
         run_pipeline(work_dir=str(tmp_path / "work"), overrides={key: 1})
     assert not (tmp_path / "work").exists()
+
+
+def test_finished_stage_is_skipped_and_a_changed_one_rerun(tmp_path, monkeypatch):
+    import scripts.pipeline as pipeline
+
+    calls = []
+
+    def fake_run_logged(cmd, cwd, log_file, echo=True):
+        calls.append(cmd)
+        return 0
+
+    monkeypatch.setattr(pipeline, "run_logged", fake_run_logged)
+    log = tmp_path / "logs" / "stage1.log"
+    first = pipeline.bundle_run("training", ["configs/train.yaml"], {"epochs": 2}, log)
+    assert len(calls) == 1 and log.with_suffix(".done.json").is_file()
+    # the same command again: skipped, its recorded wall time returned
+    assert pipeline.bundle_run("training", ["configs/train.yaml"], {"epochs": 2}, log) == first
+    assert len(calls) == 1
+    # other settings: run again
+    pipeline.bundle_run("training", ["configs/train.yaml"], {"epochs": 3}, log)
+    assert len(calls) == 2
+
+
+def test_failed_stage_leaves_no_done_marker(tmp_path, monkeypatch):
+    import scripts.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "run_logged", lambda *a, **k: 1)
+    log = tmp_path / "logs" / "stage1.log"
+    with pytest.raises(RuntimeError, match="training failed"):
+        pipeline.bundle_run("training", ["configs/train.yaml"], {}, log)
+    assert not log.with_suffix(".done.json").exists()
