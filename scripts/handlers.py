@@ -23,17 +23,10 @@ from monai.handlers import from_engine
 from scripts.atomic import write_csv_atomic, write_json_atomic
 from scripts.counts import class_indices, foreground_counts_torch
 from scripts.distributed import padding_case_ids
-from scripts.dynamics import (
-    jaccard,
-    moving_distance,
-    overlap_stop_index,
-    stop_index,
-    window_bounds,
-    window_stats,
-)
 from scripts.flags import as_bool
 from scripts.record import DynamicsRecord
-from scripts.selection import check_settings, select
+from scripts.selection import check_settings
+from scripts.stop_rules import RULES, fired_window, window_curve
 
 __all__ = ["DADTracker", "MovingDistanceHandler"]
 
@@ -190,10 +183,18 @@ CURVE_FIELDS = (
     "distance",
     "max_distance",
     "ratio",
+    "window_floor",
+    "noise_floor",
     "kept_jaccard",
+    "spearman",
     "stop",
 )
-RULES = ("distance", "overlap")
+RULE_NAMES = {
+    "distance": "moving_distance",
+    "overlap": "subset_overlap",
+    "noise": "noise_floor",
+    "rank": "rank_correlation",
+}
 
 
 class MovingDistanceHandler:
@@ -214,9 +215,11 @@ class MovingDistanceHandler:
         stop_fraction: the rule's fraction of the largest L (1% in the paper).
         signed: use the paper's signed sum for the rule instead of absolute deltas (both are written).
         early_prune: stop training when the rule fires.
-        rule: "distance" or "overlap".
+        rule: "distance" (the paper's), "overlap", "noise" or "rank" (``scripts.stop_rules``).
         overlap_threshold: the Jaccard index the overlap rule needs.
         overlap_rate: the prune rate of the subsets compared by the overlap rule.
+        noise_factor: the noise rule fires when L <= this x the split-half noise floor.
+        rank_threshold: the rank rule fires when consecutive windows' DAD correlate (Spearman) this much.
         measure_interval: epochs between measurements ("volumes" mode's ``dad_interval``, else 1); it
             must divide ``delta_t`` so every window holds the same number of measured epochs (a window
             with none has no L: the curve says so and the rule never counts it as settled).
@@ -233,6 +236,8 @@ class MovingDistanceHandler:
         rule: str = "distance",
         overlap_threshold: float = 0.9,
         overlap_rate: float = 0.3,
+        noise_factor: float = 1.0,
+        rank_threshold: float = 0.95,
         curve_filename: str = "moving_distance.csv",
         summary_filename: str = "stop_rule.json",
         save_rank: int = 0,
@@ -254,7 +259,13 @@ class MovingDistanceHandler:
             raise ValueError(f"overlap_threshold must be in (0, 1], got {overlap_threshold}")
         if not 0 < overlap_rate < 1:
             raise ValueError(f"overlap_rate must be in (0, 1), got {overlap_rate}")
+        if noise_factor <= 0:
+            raise ValueError(f"noise_factor must be > 0, got {noise_factor}")
+        if not -1 < rank_threshold <= 1:
+            raise ValueError(f"rank_threshold must be in (-1, 1], got {rank_threshold}")
         self.rule = rule
+        self.noise_factor = noise_factor
+        self.rank_threshold = rank_threshold
         self.overlap_threshold = overlap_threshold
         self.overlap_rate = overlap_rate
         self.record = record
@@ -273,33 +284,14 @@ class MovingDistanceHandler:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def curve(self, last_epoch: int) -> list[dict[str, Any]]:
-        """The moving-distance curve of the record's complete windows up to ``last_epoch``."""
+        """The moving-distance curve of the record's complete windows up to ``last_epoch``, with the rule's
+        window marked ``stop``."""
         epochs, dice = self.record.dice_matrix()
-        rows: list[dict[str, Any]] = []
-        prev = prev_kept = None
-        for w, (start, end) in enumerate(window_bounds(last_epoch, self.delta_t), start=1):
-            stats = window_stats(dice, epochs, start, end)
-            kept = select(stats[0], self.overlap_rate, "ambiguous")
-            row = {"window": w, "epoch_start": start + 1, "epoch_end": end}
-            row["measured"] = int(np.sum(~np.isnan(stats[0])))
-            if prev is not None:
-                row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
-                row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
-                row["distance"] = row["distance_signed" if self.signed else "distance_abs"]
-                # subsets picked from a window without measurements mean nothing: no overlap either
-                empty = row["measured"] == 0 or rows[-1]["measured"] == 0
-                row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
-            rows.append(row)
-            prev, prev_kept = stats, kept
-        if self.rule == "distance":
-            fired = stop_index([r["distance"] for r in rows[1:]], self.stop_fraction)
-        else:
-            fired = overlap_stop_index([r["kept_jaccard"] for r in rows[1:]], self.overlap_threshold)
-        largest = -np.inf
+        rows = window_curve(epochs, dice, last_epoch, self.delta_t, self.overlap_rate, self.signed)
+        fired = fired_window(
+            rows, self.rule, self.stop_fraction, self.overlap_threshold, self.noise_factor, self.rank_threshold
+        )
         for k, row in enumerate(rows[1:]):
-            largest = largest if np.isnan(row["distance"]) else max(largest, row["distance"])
-            row["max_distance"] = largest if largest > -np.inf else float("nan")
-            row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
             row["stop"] = int(fired == k)
         return rows
 
@@ -331,16 +323,28 @@ class MovingDistanceHandler:
 
     def summary(self, last_epoch: int) -> dict[str, Any]:
         fired = self.prune_epoch is not None
-        if self.rule == "distance":
-            what = f"L fell to <= {self.stop_fraction:.0%} of its maximum"
-            why_not = (
-                f"L has not fallen to {self.stop_fraction:.0%} of its maximum (random-crop noise may keep it above)"
-            )
-        else:
-            what = f"the kept subsets of consecutive windows overlapped by Jaccard >= {self.overlap_threshold}"
-            why_not = f"consecutive kept subsets have not overlapped by Jaccard >= {self.overlap_threshold}"
+        what, why_not = {
+            "distance": (
+                f"L fell to <= {self.stop_fraction:.0%} of its maximum",
+                f"L has not fallen to {self.stop_fraction:.0%} of its maximum (random-crop noise may keep it above)",
+            ),
+            "overlap": (
+                f"the kept subsets of consecutive windows overlapped by Jaccard >= {self.overlap_threshold}",
+                f"consecutive kept subsets have not overlapped by Jaccard >= {self.overlap_threshold}",
+            ),
+            "noise": (
+                f"L fell to <= {self.noise_factor} x the split-half noise floor",
+                f"L has stayed above {self.noise_factor} x the split-half noise floor",
+            ),
+            "rank": (
+                f"consecutive windows' DAD ranked cases alike (Spearman >= {self.rank_threshold})",
+                f"consecutive windows' DAD have not reached Spearman {self.rank_threshold}",
+            ),
+        }[self.rule]
         return {
-            "rule": "moving_distance" if self.rule == "distance" else "subset_overlap",
+            "rule": RULE_NAMES[self.rule],
+            "noise_factor": self.noise_factor,
+            "rank_threshold": self.rank_threshold,
             "delta_t": self.delta_t,
             "stop_fraction": self.stop_fraction,
             "distance": "signed" if self.signed else "absolute",
