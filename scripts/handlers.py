@@ -415,6 +415,11 @@ class SubsetExportHandler:
         selection = select_subset(self.record, epoch, self.delta_t, **self.options)
         note = f"the stop rule fired at epoch {epoch}"
         export_subset(
-            selection, self.dataset_json, self.output_dir, note=note, train_limit=self.train_limit, stage1_epochs=epoch
+            selection,
+            self.dataset_json,
+            self.output_dir,
+            note=note,
+            train_limit=self.train_limit,
+            stage1_epochs=engine.state.max_epochs,  # the full-data budget, not the early prune epoch
         )
         self.logger.info(f"subset exported to {self.output_dir} at epoch {epoch}")

@@ -40,6 +40,7 @@ PIPELINE_OWNED = {
     "subset_dir": None,
     "stage1_dir": None,
     "stage1_epochs": None,
+    "retrain_budget": "--budget",
 }
 # what retrain.yaml derives itself: the subset's data list, and epochs from stage 1's budget
 RETRAIN_OWNED = ("dataset_json", "epochs")
@@ -118,22 +119,34 @@ def run_pipeline(
     rate: float = 0.3,
     strategy: str = "ambiguous",
     seeds: Sequence[int] = (0,),
+    budget: str = "matched",
     preset: str | Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage and return (and write to work_dir/pipeline.json and table.md) the results."""
+    """Run every stage and return (and write to work_dir/pipeline.json and table.md) the results.
+
+    ``budget``: the retrainings' ``retrain_budget``, "matched" (the paper's: the full run's case visits)
+    or "proportional" (stage 1's epochs on the subset). With ``early_prune`` in ``overrides`` stage 1 stops
+    where the stop rule fires; a full-data model is then trained for every seed.
+    """
     work = (ROOT / work_dir).resolve() if not Path(work_dir).is_absolute() else Path(work_dir)
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = ["configs/train.yaml", *presets]
     common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
-    results: dict[str, Any] = {"rate": rate, "strategy": strategy, "seeds": seeds, "preset": presets, "runs": []}
+    results: dict[str, Any] = {
+        "rate": rate,
+        "strategy": strategy,
+        "seeds": seeds,
+        "budget": budget,
+        "preset": presets,
+        "runs": [],
+    }
     progress = StageProgress()  # each stage's start and end, wall time and an estimate of what is left
     progress.plan(planned_stages(len(seeds)))
 
     def run(*args: Any) -> float:
         return bundle_run(*args, progress=progress)
-
 
     stage1 = work / "stage1"
     t_stage1 = run(
@@ -143,19 +156,25 @@ def run_pipeline(
         work / "logs" / "stage1.log",
     )
     run_info = json.loads((stage1 / "run.json").read_text())
-    stage1_epochs = _run_size(stage1)[1]
+    stage1_epochs = _run_size(stage1)[1]  # fewer than run_info["epochs"] when the stop rule ended stage 1
     t_prune = run(
         "pruning",
         ["configs/prune.yaml"],
         {"stage1_dir": stage1, "output_dir": work / "prune_dad", "prune_rate": rate, "prune_strategy": strategy},
         work / "logs" / "prune_dad.log",
     )
-    results["stage1"] = {"epochs": stage1_epochs, "wall_s": t_stage1, "prune_wall_s": t_prune}
+    results["stage1"] = {
+        "epochs": stage1_epochs,
+        "full_epochs": int(run_info.get("epochs", stage1_epochs)),
+        "wall_s": t_stage1,
+        "prune_wall_s": t_prune,
+    }
+    full_stage1 = stage1_epochs >= results["stage1"]["full_epochs"]  # else stage 1 is no full-data model
     results["prune"] = json.loads((work / "prune_dad" / "prune_summary.json").read_text())
 
     for seed in seeds:
         arms: dict[str, dict[str, Any]] = {}
-        if seed == seeds[0]:
+        if seed == seeds[0] and full_stage1:
             arms["full"] = {"out": stage1, "ckpt": work / "models" / f"full_seed{seed}", "wall_s": t_stage1}
         else:
             out, ckpt = work / f"full_seed{seed}", work / "models" / f"full_seed{seed}"
@@ -190,7 +209,7 @@ def run_pipeline(
                     **retrain_overrides(common),
                     "seed": seed,
                     "subset_dir": subset,
-                    "stage1_epochs": stage1_epochs,
+                    "retrain_budget": budget,
                     "output_dir": out,
                     "ckpt_dir": ckpt,
                 },
@@ -221,6 +240,7 @@ def run_pipeline(
                     "test_dice": summary,
                 }
             )
+        add_costs(results, seed)
     table = format_table(results)
     write_json_atomic(work / "pipeline.json", results)
     write_text_atomic(work / "table.md", table + "\n")
@@ -228,12 +248,38 @@ def run_pipeline(
     return results
 
 
+def cost_ratio(
+    full_epochs: int, num_full: int, retrain_epochs: int = 0, num_kept: int = 0, stage1_epochs: int = 0
+) -> float:
+    """A method's training cost as a multiple of one full-data training, in case visits (epochs x cases):
+    (stage-1 epochs up to the prune epoch x n_full + retraining epochs x n_kept) / (full epochs x n_full)."""
+    if full_epochs < 1 or num_full < 1:
+        raise ValueError(f"a full-data training needs epochs and cases, got {full_epochs}, {num_full}")
+    return (stage1_epochs * num_full + retrain_epochs * num_kept) / (full_epochs * num_full)
+
+
+def add_costs(results: dict[str, Any], seed: int) -> None:
+    """Each run of ``seed`` gets ``cost`` (case visits, ``cost_ratio``) and ``wall_ratio`` (wall time) as a
+    multiple of that seed's full-data training. The DAD arm pays for stage 1 up to its prune epoch; the
+    random arm needs no stage 1."""
+    runs = {r["arm"]: r for r in results["runs"] if r["seed"] == seed}
+    full, stage1 = runs["full"], results["stage1"]
+    for arm, r in runs.items():
+        stage1_epochs = stage1["epochs"] if arm == "dad" else 0
+        stage1_wall = stage1["wall_s"] if arm == "dad" else 0.0
+        if arm == "full":
+            r["cost"], r["wall_ratio"] = 1.0, 1.0
+            continue
+        r["cost"] = cost_ratio(full["epochs"], full["train_cases"], r["epochs"], r["train_cases"], stage1_epochs)
+        r["wall_ratio"] = (stage1_wall + r["wall_s"]) / full["wall_s"]
+
+
 def format_table(results: Mapping[str, Any]) -> str:
     """One Markdown table: test Dice per center and overall (mean ± std over seeds), cases, epochs, time."""
     runs = results["runs"]
     centers = sorted({c for r in runs for c in r["test_dice"] if c != "overall"}) + ["overall"]
     n_seeds = len(results["seeds"])
-    head = ["arm", "train cases", "epochs", "wall s"] + [f"Dice {c}" for c in centers]
+    head = ["arm", "train cases", "epochs", "wall s", "cost × full", "wall × full"] + [f"Dice {c}" for c in centers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm in ARMS:
         rs = [r for r in runs if r["arm"] == arm]
@@ -250,6 +296,8 @@ def format_table(results: Mapping[str, Any]) -> str:
             str(rs[0]["train_cases"]),
             stat([r["epochs"] for r in rs], ".0f"),
             stat([r["wall_s"] for r in rs], ".0f"),
+            stat([r["cost"] for r in rs], ".2f"),
+            stat([r["wall_ratio"] for r in rs], ".2f"),
         ] + [stat([r["test_dice"][c]["mean"] for r in rs]) for c in centers]
         lines.append("| " + " | ".join(cells) + " |")
     stage1 = results["stage1"]
@@ -260,6 +308,11 @@ def format_table(results: Mapping[str, Any]) -> str:
         f"({prune['num_kept']}/{prune['num_cases']} cases kept at rate {results['rate']}, "
         f"window epochs {prune['window'][0]}-{prune['window'][1]}: {prune['note']}). "
         f"Seeds: {results['seeds']}" + (" (mean ± std over seeds)." if n_seeds > 1 else ".")
+    )
+    lines.append(
+        "Cost: training case visits (epochs x cases) as a multiple of one full-data training; the DAD arm "
+        f"counts stage 1 up to its prune epoch ({stage1['epochs']} of {stage1.get('full_epochs', stage1['epochs'])})"
+        f" plus the retraining ({results.get('budget', 'matched')} budget); wall × full likewise in wall time."
     )
     return "\n".join(lines)
 

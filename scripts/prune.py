@@ -158,7 +158,7 @@ def export_subset(
         "num_kept": len(kept_ids),
         "per_center": by_center,
         "missing_dad": [c for c, d in zip(selection.case_ids, selection.dad) if np.isnan(d)],
-        # the epochs stage 1 trained on the full list: the retraining's budget follows from them
+        # the epochs of a full-data training (stage 1's `epochs`): the retraining's budget follows from them
         "stage1_epochs": stage1_epochs,
         "note": note,
     }
@@ -180,19 +180,32 @@ def export_subset(
     return summary
 
 
-def record_epochs(stage1_dir: str | os.PathLike, epochs: int) -> None:
-    """Add the epochs stage 1 actually trained (fewer than configured when the stop rule ended it) to
-    its ``run.json``, which the prune workflow passes on to the retraining."""
+def record_epochs(stage1_dir: str | os.PathLike, epochs_trained: int) -> None:
+    """Add the epochs stage 1 actually trained (fewer than its ``epochs`` when the stop rule ended it) to
+    its ``run.json``: what stage 1 cost, beside the full-data budget ``epochs`` the retraining matches."""
     info = read_run_info(stage1_dir)
-    write_json_atomic(Path(stage1_dir) / "run.json", {**info, "epochs": int(epochs)})
+    write_json_atomic(Path(stage1_dir) / "run.json", {**info, "epochs_trained": int(epochs_trained)})
 
 
 def stage1_epochs_of(subset_json: str | os.PathLike) -> int:
-    """The stage-1 epochs an exported subset records (the retraining's budget is matched to them)."""
+    """The full-data epochs an exported subset records (stage 1's ``epochs``; the retraining's budget)."""
     pruning = json.loads(Path(subset_json).read_text()).get("pruning", {})
     if not pruning.get("stage1_epochs"):
         raise ValueError(f"{subset_json} does not record stage 1's epochs: pass --stage1_epochs N")
     return int(pruning["stage1_epochs"])
+
+
+BUDGETS = ("matched", "proportional")
+
+
+def retrain_epochs(budget: str, stage1_epochs: int, num_full: int, num_kept: int) -> int:
+    """Epochs of a retraining on ``num_kept`` of ``num_full`` cases: "matched" keeps the full run's case
+    visits (round(E * n_full / n_kept), the paper's fixed iterations); "proportional" trains E epochs."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown retrain_budget {budget!r}; expected one of {BUDGETS}")
+    if budget == "proportional":
+        return int(stage1_epochs)
+    return max(1, round(stage1_epochs * num_full / num_kept))
 
 
 def read_run_info(stage1_dir: str | os.PathLike) -> dict[str, Any]:
@@ -233,7 +246,7 @@ def run_pruning(
         out_dir,
         note=why,
         train_limit=info.get("num_train_cases"),
-        stage1_epochs=int(info.get("epochs") or max(record.epochs)),
+        stage1_epochs=int(info.get("epochs") or max(record.epochs)),  # runs from before run.json had epochs
     )
     if report:
         from scripts.report import make_report

@@ -48,3 +48,36 @@ def test_failed_stage_leaves_no_done_marker(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="training failed"):
         pipeline.bundle_run("training", ["configs/train.yaml"], {}, log)
     assert not log.with_suffix(".done.json").exists()
+
+
+def test_cost_ratio_arithmetic():
+    from scripts.pipeline import add_costs, cost_ratio
+
+    # stage 1 stopped at epoch 12 of 40 on 60 cases, then 57 epochs on 42 kept cases (matched budget)
+    assert cost_ratio(40, 60, retrain_epochs=57, num_kept=42, stage1_epochs=12) == pytest.approx(
+        (12 * 60 + 57 * 42) / (40 * 60)
+    )
+    # proportional budget: 40 epochs on 42 cases, no stage 1 (the random arm): 0.7 of a full training
+    assert cost_ratio(40, 60, retrain_epochs=40, num_kept=42) == pytest.approx(0.7)
+    results = {
+        "stage1": {"epochs": 12, "wall_s": 30.0},
+        "runs": [
+            {"arm": "full", "seed": 0, "epochs": 40, "train_cases": 60, "wall_s": 100.0},
+            {"arm": "dad", "seed": 0, "epochs": 40, "train_cases": 42, "wall_s": 70.0},
+            {"arm": "random", "seed": 0, "epochs": 40, "train_cases": 42, "wall_s": 72.0},
+        ],
+    }
+    add_costs(results, 0)
+    full, dad, rnd = results["runs"]
+    assert full["cost"] == 1.0 and rnd["cost"] == pytest.approx(0.7)
+    assert dad["cost"] == pytest.approx(0.3 + 0.7) and dad["wall_ratio"] == pytest.approx(1.0)
+    assert rnd["wall_ratio"] == pytest.approx(0.72)
+
+
+def test_retrain_epochs_budgets():
+    from scripts.prune import retrain_epochs
+
+    assert retrain_epochs("matched", 40, 60, 42) == 57  # round(40 * 60 / 42) = round(57.14)
+    assert retrain_epochs("proportional", 40, 60, 42) == 40
+    with pytest.raises(ValueError, match="unknown retrain_budget"):
+        retrain_epochs("double", 40, 60, 42)

@@ -201,7 +201,7 @@ def test_retraining_reads_the_epochs_stage1_trained(tmp_path, dataset):
     train_ids = [d["case_id"] for d in load_decathlon_datalist(dataset, data_list_key="training")]
     run, _ = _stage1(tmp_path, dataset, {c: 0.05 * (i + 1) for i, c in enumerate(train_ids)})
     record_epochs(run, 4)
-    assert json.loads((run / "run.json").read_text())["epochs"] == 4
+    assert json.loads((run / "run.json").read_text())["epochs_trained"] == 4
     out = tmp_path / "prune"
     assert run_pruning(run, out, rate=0.4, report=False)["stage1_epochs"] == 4
     parser = ConfigParser()

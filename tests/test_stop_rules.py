@@ -86,3 +86,32 @@ def test_window_curve_columns_and_rules():
     assert fired_window(rows, "distance") is None  # a flat noisy curve never falls to 1% of its maximum
     with pytest.raises(ValueError, match="unknown stop rule"):
         fired_window(rows, "median")
+
+
+def test_reference_analysis_on_a_known_record(tmp_path):
+    """A record that settles after epoch 10: the analysis compares every window with the end of the run."""
+    import json
+
+    from scripts.record import DynamicsRecord
+    from scripts.reference_runs import analyze
+
+    rng = np.random.default_rng(1)
+    ids = [f"c{i}" for i in range(40)]
+    truth = np.linspace(0.2, 0.9, 40)
+    record = DynamicsRecord(ids, ["x"] * 40, 2)
+    for epoch in range(1, 41):
+        learnt = truth * min(epoch, 10) / 10 + rng.normal(0, 0.005, 40)  # settles at epoch 10
+        counts = np.stack([100 * np.clip(learnt, 0, 1), np.full(40, 100.0), np.full(40, 100.0)], axis=1)
+        record.add_epoch(epoch, "patches", ids, counts[:, :, None])
+    stage1 = tmp_path / "stage1"
+    record.save(stage1 / "dynamics.csv")
+    (stage1 / "run.json").write_text(json.dumps({"delta_t": 5}))
+    result = analyze(stage1, tmp_path)
+    rows = result["rows"]
+    assert [r["epoch_end"] for r in rows] == list(range(5, 45, 5))
+    assert rows[-1]["jaccard_final_ambiguous"] == 1.0 and rows[-1]["spearman_final"] == pytest.approx(1.0)
+    assert rows[2]["spearman_final"] > 0.99  # settled from epoch 15 on
+    fired = {(f["rule"], f["setting"]): f["epoch"] for f in result["firings"]}
+    assert fired[("rank", "rank_threshold=0.95")] == 10  # window 6-10 ranks like window 1-5 already
+    assert (tmp_path / "reference.png").stat().st_size > 10_000
+    assert "| rank | rank_threshold=0.95 | 10 |" in (tmp_path / "reference.md").read_text()
