@@ -246,8 +246,18 @@ def _source_rng(seed: int, name: str) -> np.random.Generator:
 
 
 def _split(
-    name: str, cases: list[dict], test_fraction: float, val_fraction: float, seed: int, max_cases: int | None
+    name: str,
+    cases: list[dict],
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    max_cases: int | None,
+    keep_test: bool = False,
 ) -> dict[str, list[dict]]:
+    given_test = [c for c in cases if c.get("source_list") == "test"] if keep_test else []
+    if given_test:  # the source's own labelled test list stays its test set; the rest gives training and validation
+        rest = _split(name, [c for c in cases if c.get("source_list") != "test"], 0.0, val_fraction, seed, max_cases)
+        return {**rest, "test": sorted(given_test, key=lambda c: c["case_id"])}
     ordered = sorted(cases, key=lambda c: c["case_id"])
     order = _source_rng(seed, name).permutation(len(ordered))
     if max_cases is not None:
@@ -286,6 +296,7 @@ def _build(
     seed: int,
     check: bool,
     max_cases: Any,
+    keep_test: bool = False,
 ) -> dict[str, Any]:
     """The combined datalist as a dict (nothing written)."""
     sources = parse_sources(sources)
@@ -300,7 +311,7 @@ def _build(
     problems: list[str] = []
     for name in names:
         cases = read_source(name, sources[name])
-        parts = _split(name, cases, test_fraction, val_fraction, seed, limits[name])
+        parts = _split(name, cases, test_fraction, val_fraction, seed, limits[name], keep_test)
         if check:  # only the cases actually used (max_cases may leave some out)
             problems += check_cases(name, [c for part in parts.values() for c in part])
         for key, part in parts.items():
@@ -320,6 +331,7 @@ def _build(
         "tensorImageSize": "3D",
         "format": FORMAT,
         **_settings(sources, test_fraction, val_fraction, seed, limits),
+        "keep_test": bool(keep_test),
         "checked": bool(check),
         "source_labels": source_labels,
         "counts": counts,
@@ -338,6 +350,7 @@ def combine_sources(
     seed: int = 0,
     check: bool = True,
     max_cases: int | Mapping[str, int] | None = None,
+    keep_test: bool = False,
 ) -> Path:
     """Combine ``sources`` (name -> Decathlon folder or datalist JSON) into one datalist at ``out``.
 
@@ -351,11 +364,13 @@ def combine_sources(
         check: check that every image and label exists and that their shapes agree (NIfTI headers).
         max_cases: use a seeded random subset of at most this many cases of a source, before splitting
             (an int for every source or ``{'msd': 100}``; the paper used 100 MSD and 100 WORD cases).
+        keep_test: a source whose JSON has a labelled ``test`` list keeps it as its test set instead of
+            re-splitting all its cases (its other cases give training and validation).
 
     Raises:
         CombineError: naming the source, case and problem; nothing is written then.
     """
-    combined = _build(sources, test_fraction, val_fraction, seed, check, max_cases)
+    combined = _build(sources, test_fraction, val_fraction, seed, check, max_cases, keep_test)
     return write_json_atomic(out, combined)
 
 
@@ -367,6 +382,7 @@ def ensure_combined(
     seed: int = 0,
     check: bool = True,
     max_cases: int | Mapping[str, int] | None = None,
+    keep_test: bool = False,
 ) -> str:
     """The path of ``out_json``, combining the sources into it only when it does not exist yet.
 
@@ -376,7 +392,7 @@ def ensure_combined(
     """
     out_json = Path(out_json)
     if not out_json.is_file():
-        return str(combine_sources(sources, out_json, test_fraction, val_fraction, seed, check, max_cases))
+        return str(combine_sources(sources, out_json, test_fraction, val_fraction, seed, check, max_cases, keep_test))
     parsed = parse_sources(sources)
     wanted = _settings(
         parsed,
@@ -391,7 +407,10 @@ def ensure_combined(
         raise CombineError(f"{out_json} exists but cannot be read ({e}); delete it to rebuild") from e
     if not isinstance(have, dict) or have.get("format") != FORMAT:
         raise CombineError(f"{out_json} exists but was not written by scripts.combine; choose another path")
+    wanted["keep_test"] = bool(keep_test)
     diffs = [k for k in ("seed", "test_fraction", "val_fraction", "max_cases") if have.get(k) != wanted[k]]
+    if bool(have.get("keep_test", False)) != wanted["keep_test"]:
+        diffs.append("keep_test")
     if sorted(have.get("sources", {})) != sorted(wanted["sources"]):
         diffs.insert(0, "sources")
     if diffs:

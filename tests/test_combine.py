@@ -258,3 +258,16 @@ def test_case_id_of(name, expected):
     from scripts.case_ids import case_id_of
 
     assert case_id_of(name) == expected
+
+
+def test_keep_test_keeps_a_sources_labelled_test_list(sources, tmp_path):
+    # alpha's dataset.json has 5 labelled test cases: kept as they are, its 15 others give training and validation
+    out = combine_sources(sources, tmp_path / "kept.json", test_fraction=0.2, val_fraction=0.2, keep_test=True)
+    combined = json.loads(Path(out).read_text())
+    alpha_json = json.loads((Path(sources["alpha"]) / "dataset.json").read_text())
+    given = sorted("alpha_" + Path(e["image"]).name.split(".")[0] for e in alpha_json["test"])
+    assert sorted(c for c in _ids(combined, "test") if c.startswith("alpha_")) == given
+    assert combined["counts"]["alpha"] == {"available": 20, "training": 12, "validation": 3, "test": 5}
+    # without keep_test the same source is re-split from all its cases: round(0.2 * 20) = 4 test cases
+    resplit = json.loads(Path(combine_sources(sources, tmp_path / "resplit.json", 0.2, 0.2)).read_text())
+    assert resplit["counts"]["alpha"]["test"] == 4
