@@ -141,3 +141,7 @@ def select(
         idx = np.flatnonzero(groups == g)
         keep[idx] = fn(scores[idx], rate, rng)
     return keep
+
+
+# More strategies (CCS) live in their own module and register themselves here.
+from scripts import strategies as _strategies  # noqa: E402, F401
