@@ -140,8 +140,10 @@ class CheckpointScorer:
     """Every ``interval`` epochs, scores each training case on its fixed whole volume (no augmentation).
 
     One forward pass per case in eval mode (batch norm on running statistics), then the gradients
-    the chosen scores need. VoG accumulates the input gradient of the true-class probability over the
-    checkpoints so far (NaN until the second one); the running mean and variance are kept per case.
+    the chosen scores need; no parameter gradient is accumulated and torch's random state is restored,
+    so training goes on exactly as it would without the pass. VoG accumulates the input gradient of
+    the true-class probability over the checkpoints so far (NaN until the second one), keeping a
+    running mean and variance per case.
 
     Args:
         record: the per-case record (its file is rewritten at ``output_dir/filename``).
@@ -209,6 +211,7 @@ class CheckpointScorer:
         if epoch % self.interval != 0:
             return
         was_training = self.network.training
+        rng_state = torch.get_rng_state()  # iterating a DataLoader draws from it: keep training's stream intact
         self.network.eval()
         ids: list[str] = []
         values: dict[str, list[float]] = {s: [] for s in self.scores}
@@ -226,6 +229,7 @@ class CheckpointScorer:
                             values[name].append(float(scored[name][i]))
         finally:
             self.network.train(was_training)
+            torch.set_rng_state(rng_state)
         self.record.add_scores(epoch, {k: np.asarray(v) for k, v in values.items()}, case_ids=ids)
         if idist.get_rank() == self.save_rank:
             self.record.save(self.path)
