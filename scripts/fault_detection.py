@@ -218,4 +218,4 @@ def run_fault_detection(
 if __name__ == "__main__":
     import fire
 
-    fire.Fire(run_fault_detection)
+    fire.Fire(run_fault_detection, serialize=lambda rows: f"{len(rows)} rows: fault_detection.md / .csv written")
