@@ -14,9 +14,12 @@ call ``DynamicsRecord.add_scores``. Attach them after ``DADTracker`` so its Dice
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import ignite.distributed as idist
@@ -26,6 +29,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
+from scripts.atomic import write_json_atomic
 from scripts.dynamics import foreground_counts
 from scripts.record import DynamicsRecord
 from scripts.scores.el2n import el2n_sums, pooled_mean
@@ -34,10 +38,54 @@ from scripts.scores.label_quality import cleanlab_score, monai_label_quality
 from scripts.scores.loss import loss_sums
 from scripts.scores.vog import RunningVariance, true_class_probability_gradient
 
-__all__ = ["ScoreTracker", "CheckpointScorer", "VolumeScorer", "PATCH_SCORES", "CHECKPOINT_SCORES"]
+__all__ = ["ScoreTracker", "CheckpointScorer", "VolumeScorer", "PATCH_SCORES", "CHECKPOINT_SCORES", "COST_FILE"]
 
 PATCH_SCORES = ("el2n", "el2nx", "loss")
 CHECKPOINT_SCORES = ("vog", "grand_last_layer", "cleanlab", "monai_lq")
+
+
+COST_FILE = "score_cost.json"
+
+
+class _Timed:
+    """Wall time a handler spends per score, written at the end of the run to ``output_dir/score_cost.json``:
+    {"wall_s": the run's wall time, "handlers": {handler: {part: s}}, "extra_ratio": {part: s / (wall_s -
+    all handlers' s)}}, the extra time each score adds to training without it, measured in the same run."""
+
+    seconds: dict[str, float]
+    cost_path: Path
+
+    def _init_timer(self, output_dir: str | os.PathLike) -> None:
+        self.seconds = {}
+        self.cost_path = Path(output_dir) / COST_FILE
+        self._t0: float | None = None
+
+    @contextmanager
+    def _timed(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+    def _attach_timer(self, engine: Engine) -> None:
+        if not engine.has_event_handler(self._start_clock, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._start_clock)
+        if not engine.has_event_handler(self._write_cost, Events.COMPLETED):
+            engine.add_event_handler(Events.COMPLETED, self._write_cost)
+
+    def _start_clock(self, _engine: Engine) -> None:
+        self._t0 = time.perf_counter()
+
+    def _write_cost(self, _engine: Engine) -> None:
+        if self._t0 is None or idist.get_rank() != getattr(self, "save_rank", 0):
+            return
+        wall = time.perf_counter() - self._t0
+        cost = json.loads(self.cost_path.read_text()) if self.cost_path.is_file() else {}
+        handlers = {**cost.get("handlers", {}), type(self).__name__: self.seconds}
+        base = wall - sum(sum(h.values()) for h in handlers.values())
+        ratios = {part: s / base for h in handlers.values() for part, s in h.items()} if base > 0 else {}
+        write_json_atomic(self.cost_path, {"wall_s": wall, "handlers": handlers, "extra_ratio": ratios})
 
 
 def _batch(x) -> torch.Tensor:
@@ -70,7 +118,7 @@ def _check(scores: Sequence[str], known: Sequence[str]) -> list[str]:
     return scores
 
 
-class ScoreTracker:
+class ScoreTracker(_Timed):
     """EL2N, EL2Nx and per-case loss from the training forward pass, pooled per case every epoch.
 
     Args:
@@ -103,8 +151,10 @@ class ScoreTracker:
         self.save_rank = save_rank
         self._ids: list[str] = []
         self._sums: list[np.ndarray] = []
+        self._init_timer(output_dir)
 
     def attach(self, engine: Engine) -> None:
+        self._attach_timer(engine)
         for event, fn in (
             (Events.EPOCH_STARTED, self._reset),
             (Events.ITERATION_COMPLETED, self._collect),
@@ -120,23 +170,26 @@ class ScoreTracker:
         pred, label = self.output_transform(engine.state.output)
         pred, label = _batch(pred).detach().float(), _batch(label).detach()
         sums = np.zeros((pred.shape[0], 3, 2))
-        sums[:, :2] = el2n_sums(pred, label)
+        with self._timed("el2n+el2nx"):
+            sums[:, :2] = el2n_sums(pred, label)
         if "loss" in self.scores:
-            sums[:, 2] = loss_sums(self.loss_function, pred, label)
+            with self._timed("loss"):
+                sums[:, 2] = loss_sums(self.loss_function, pred, label)
         self._sums.append(sums)
         self._ids.extend(str(c) for c in self.batch_transform(engine.state.batch))
 
     def __call__(self, engine: Engine) -> None:
-        sums = np.concatenate(self._sums) if self._sums else np.zeros((0, 3, 2))
-        ids, sums = _gather(self._ids, sums)
-        means = _pool(self.record, ids, sums)
-        columns = {"el2n": means[:, 0], "el2nx": means[:, 1], "loss": means[:, 2]}
-        self.record.add_scores(engine.state.epoch, {k: columns[k] for k in self.scores})
-        if idist.get_rank() == self.save_rank:
-            self.record.save(self.path)
+        with self._timed("patch_record"):
+            sums = np.concatenate(self._sums) if self._sums else np.zeros((0, 3, 2))
+            ids, sums = _gather(self._ids, sums)
+            means = _pool(self.record, ids, sums)
+            columns = {"el2n": means[:, 0], "el2nx": means[:, 1], "loss": means[:, 2]}
+            self.record.add_scores(engine.state.epoch, {k: columns[k] for k in self.scores})
+            if idist.get_rank() == self.save_rank:
+                self.record.save(self.path)
 
 
-class CheckpointScorer:
+class CheckpointScorer(_Timed):
     """Every ``interval`` epochs, scores each training case on its fixed whole volume (no augmentation).
 
     One forward pass per case in eval mode (batch norm on running statistics), then the gradients
@@ -184,26 +237,37 @@ class CheckpointScorer:
         self.save_rank = save_rank
         self.running: dict[str, RunningVariance] = {}
         self.logger = logging.getLogger("CheckpointScorer")
+        self._init_timer(output_dir)
 
     def attach(self, engine: Engine) -> None:
+        self._attach_timer(engine)
         if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def score_case(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, np.ndarray]:
         """The chosen scores of a batch (B, C_in, *spatial) / (B, 1, *spatial) -> {name: (B,)} (VoG: the gradient)."""
-        x = image.to(self.device).float().requires_grad_(True)
         label = label.to(self.device)
-        logits = self.network(x)
         out: dict[str, np.ndarray] = {}
+        if {"grand_last_layer", "cleanlab", "monai_lq"} & set(self.scores):
+            with self._timed("forward"):
+                x = image.to(self.device).float().requires_grad_(True)
+                logits = self.network(x)
+                probs = torch.softmax(logits.detach().float(), dim=1)
         if "grand_last_layer" in self.scores:
-            out["grand_last_layer"] = last_layer_grand(self.network, self.loss_function, x, label, logits=logits)
-        probs = torch.softmax(logits.detach().float(), dim=1)
+            with self._timed("grand_last_layer"):
+                out["grand_last_layer"] = last_layer_grand(self.network, self.loss_function, x, label, logits=logits)
         if "cleanlab" in self.scores:
-            out["cleanlab"] = np.array([cleanlab_score(p.cpu().numpy(), y.cpu().numpy()) for p, y in zip(probs, label)])
+            with self._timed("cleanlab"):
+                out["cleanlab"] = np.array(
+                    [cleanlab_score(p.cpu().numpy(), y.cpu().numpy()) for p, y in zip(probs, label)]
+                )
         if "monai_lq" in self.scores:
-            out["monai_lq"] = monai_label_quality(probs, label)
+            with self._timed("monai_lq"):
+                out["monai_lq"] = monai_label_quality(probs, label)
         if "vog" in self.scores:
-            out["vog"] = true_class_probability_gradient(self.network, image.to(self.device), label).cpu().numpy()
+            with self._timed("vog"):
+                grad = true_class_probability_gradient(self.network, image.to(self.device), label)
+                out["vog"] = grad.cpu().numpy()
         return out
 
     def __call__(self, engine: Engine) -> None:
@@ -216,23 +280,30 @@ class CheckpointScorer:
         ids: list[str] = []
         values: dict[str, list[float]] = {s: [] for s in self.scores}
         try:
-            for batch in self.data_loader:
+            loader = iter(self.data_loader)
+            while True:
+                with self._timed("volumes_io"):
+                    batch = next(loader, None)
+                if batch is None:
+                    break
                 scored = self.score_case(_batch(batch["image"]), _batch(batch["label"]))
                 for i, case in enumerate(str(c) for c in batch["case_id"]):
                     ids.append(case)
                     for name in self.scores:
                         if name == "vog":
-                            running = self.running.setdefault(case, RunningVariance())
-                            running.update(scored["vog"][i])
-                            values["vog"].append(running.vog())
+                            with self._timed("vog"):
+                                running = self.running.setdefault(case, RunningVariance())
+                                running.update(scored["vog"][i])
+                                values["vog"].append(running.vog())
                         else:
                             values[name].append(float(scored[name][i]))
         finally:
             self.network.train(was_training)
             torch.set_rng_state(rng_state)
-        self.record.add_scores(epoch, {k: np.asarray(v) for k, v in values.items()}, case_ids=ids)
-        if idist.get_rank() == self.save_rank:
-            self.record.save(self.path)
+        with self._timed("checkpoint_record"):
+            self.record.add_scores(epoch, {k: np.asarray(v) for k, v in values.items()}, case_ids=ids)
+            if idist.get_rank() == self.save_rank:
+                self.record.save(self.path)
         self.logger.info(f"epoch {epoch}: {', '.join(self.scores)} of {len(ids)} training volumes recorded")
 
 

@@ -1,5 +1,6 @@
 """The score handlers on tiny engines: values land in the record, joined on (epoch, case_id)."""
 
+import json
 import math
 
 import numpy as np
@@ -37,6 +38,11 @@ def test_score_tracker_pools_crops_per_case(tmp_path):
     # loss of a = mean CE of its voxels: (ln 2 - ln .75) / 2
     assert table["loss"][0] == pytest.approx((math.log(2) - math.log(0.75)) / 2, rel=1e-6)
     assert np.isnan(table["el2n"][2])
+    assert set(json.loads((tmp_path / "score_cost.json").read_text())["extra_ratio"]) == {
+        "el2n+el2nx",
+        "loss",
+        "patch_record",
+    }
     with pytest.raises(ValueError, match="loss_function"):
         ScoreTracker(record, tmp_path, scores=["loss"])
     with pytest.raises(ValueError, match="subset"):
@@ -74,6 +80,10 @@ def test_checkpoint_scorer_vog_over_two_checkpoints(tmp_path):
     # GraNd: dCE/dw = mean (p - y) x = 0 at x = 0; dCE/db = mean (p - y) = (0, 0): norm 0
     np.testing.assert_allclose(record.score_matrix("grand_last_layer")[1], [[0.0, 0.0]], atol=1e-7)
     assert net.training  # the train mode is restored
+    cost = json.loads((tmp_path / "score_cost.json").read_text())
+    parts = cost["handlers"]["CheckpointScorer"]
+    assert {"forward", "vog", "grand_last_layer", "cleanlab", "monai_lq", "volumes_io"} <= set(parts)
+    assert cost["wall_s"] > 0 and all(r > 0 for r in cost["extra_ratio"].values())
     assert "vog" in read_dynamics(tmp_path / "dynamics.csv")
 
 
