@@ -1,7 +1,9 @@
 """The per-case dynamics record: one tidy row per (case, center, epoch), as in dataset cartography.
 
 Every later statistic (DAD windows, moving distance, selection, plots) is a function of this table,
-and more score columns (EL2N, VoG, ...) can join it on (epoch, case_id).
+and more score columns (EL2N, VoG, ...) join it on (epoch, case_id) through ``add_scores``: they are
+written after the ``dice_class*`` columns, in the order first added, and a record without any is
+written exactly as before.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class DynamicsRecord:
         self.num_classes = num_classes
         self._index = {c: i for i, c in enumerate(self.case_ids)}
         self._epochs: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
+        self._scores: dict[str, dict[int, np.ndarray]] = {}
 
     @classmethod
     def from_datalist(cls, datalist: Sequence[Mapping], num_classes: int) -> DynamicsRecord:
@@ -58,7 +61,12 @@ class DynamicsRecord:
 
     @property
     def fields(self) -> list[str]:
-        return [*BASE_FIELDS, *(f"dice_class{c}" for c in range(1, self.num_classes))]
+        return [*BASE_FIELDS, *(f"dice_class{c}" for c in range(1, self.num_classes)), *self._scores]
+
+    @property
+    def score_names(self) -> list[str]:
+        """The extra score columns, in the order first added."""
+        return list(self._scores)
 
     @property
     def epochs(self) -> list[int]:
@@ -111,6 +119,45 @@ class DynamicsRecord:
         class_dice[n_items == 0] = np.nan  # a case not seen this epoch was not measured
         self._epochs[int(epoch)] = (source, class_dice, n_items)
 
+    def add_scores(
+        self, epoch: int, values: Mapping[str, Sequence[float]], case_ids: Sequence[str] | None = None
+    ) -> None:
+        """Join per-case score columns to the rows of ``epoch`` (replacing that epoch's earlier values).
+
+        Args:
+            epoch: the epoch the scores belong to; an epoch without Dice gets rows with empty Dice.
+            values: {column name: one value per case (NaN where not measured)}.
+            case_ids: the case of each value; None means the record's own case order.
+        """
+        reserved = set(BASE_FIELDS) | {f"dice_class{c}" for c in range(1, self.num_classes)}
+        for name, column in values.items():
+            if name in reserved or name.startswith("dice_class") or not name:
+                raise ValueError(f"score column {name!r} clashes with the record's own columns")
+            column = np.asarray(column, dtype=np.float64)
+            ids = self.case_ids if case_ids is None else list(case_ids)
+            if column.shape != (len(ids),):
+                raise ValueError(f"score {name!r}: {column.shape[0] if column.ndim else 0} values for {len(ids)} cases")
+            unknown = sorted({c for c in ids if c not in self._index})
+            if unknown:
+                raise ValueError(f"epoch {epoch}: cases not in the training list: {unknown[:5]}")
+            full = np.full(len(self.case_ids), np.nan)
+            full[[self._index[c] for c in ids]] = column
+            self._scores.setdefault(name, {})[int(epoch)] = full
+            if int(epoch) not in self._epochs:
+                empty = np.full((len(self.case_ids), self.num_classes - 1), np.nan)
+                self._epochs[int(epoch)] = ("", empty, np.zeros(len(self.case_ids), dtype=np.int64))
+
+    def score_matrix(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, values): a score column over the recorded epochs, shape (n_cases, n_epochs), NaN where absent."""
+        if name not in self._scores:
+            raise KeyError(f"no score column {name!r} in the record; it has {self.score_names}")
+        epochs = self.epochs
+        matrix = np.full((len(self.case_ids), len(epochs)), np.nan)
+        for j, e in enumerate(epochs):
+            if e in self._scores[name]:
+                matrix[:, j] = self._scores[name][e]
+        return np.asarray(epochs, dtype=np.int64), matrix
+
     def dice_matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """(epochs, dice): the recorded epochs and case Dice of shape (n_cases, n_epochs)."""
         epochs = self.epochs
@@ -128,6 +175,7 @@ class DynamicsRecord:
                 out.append(
                     [str(e), case, self.centers[i], source, str(int(n_items[i])), _fmt(dice[i])]
                     + [_fmt(v) for v in class_dice[i]]
+                    + [_fmt(col[e][i]) if e in col else "" for col in self._scores.values()]
                 )
         return out
 
@@ -145,6 +193,7 @@ class DynamicsRecord:
                 "it belongs to another data set or run"
             )
         self._epochs = {e: v for e, v in saved._epochs.items() if e <= up_to_epoch}
+        self._scores = {k: {e: v for e, v in col.items() if e <= up_to_epoch} for k, col in saved._scores.items()}
         return sorted(self._epochs)
 
     @classmethod
@@ -152,10 +201,12 @@ class DynamicsRecord:
         """Read a record written by ``save`` (for resuming a run)."""
         table = read_dynamics(path)
         class_cols = sorted((k for k in table if k.startswith("dice_class")), key=lambda k: int(k[10:]))
+        score_cols = [k for k in table if k not in BASE_FIELDS and not k.startswith("dice_class")]
         order: dict[str, str] = {}
         for case, center in zip(table["case_id"], table["center"]):
             order.setdefault(case, center)
         record = cls(list(order), list(order.values()), num_classes=len(class_cols) + 1)
+        record._scores = {k: {} for k in score_cols}
         epochs = table["epoch"].astype(int)
         for e in np.unique(epochs):
             sel = epochs == e
@@ -165,6 +216,11 @@ class DynamicsRecord:
             n_items = np.zeros(len(order), dtype=np.int64)
             n_items[idx] = table["n_items"][sel].astype(int)
             record._epochs[int(e)] = (str(table["source"][sel][0]), class_dice, n_items)
+            for k in score_cols:
+                column = np.full(len(order), np.nan)
+                column[idx] = table[k][sel]
+                if not np.all(np.isnan(column)):
+                    record._scores[k][int(e)] = column
         return record
 
 

@@ -207,3 +207,7 @@ def select(
     if int(keep.sum()) != expected:
         raise RuntimeError(f"strategy {strategy!r} kept {int(keep.sum())} cases, expected {expected}")
     return keep
+
+
+# More strategies (CCS) live in their own module and register themselves here.
+from scripts import strategies as _strategies  # noqa: E402, F401

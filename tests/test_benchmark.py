@@ -1,0 +1,104 @@
+"""The benchmark's arms, paired interval, table, subset export and resume, with a fake bundle runner."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts.benchmark import format_table, paired_interval, parse_arm, read_results, run_benchmark
+from scripts.record import DynamicsRecord
+
+IDS = [f"c{i}" for i in range(10)]
+
+
+def test_parse_arm_and_paired_interval():
+    assert parse_arm("random") == ("dad", "random")
+    assert parse_arm("el2n") == ("el2n", "hard") and parse_arm("dad:ccs") == ("dad", "ccs")
+    with pytest.raises(ValueError, match="unknown score"):
+        parse_arm("nope:hard")
+    # diffs 1, 2, 3: mean 2, sd 1, t(2) = 4.303 -> half-width 4.303 / sqrt(3)
+    mean, half = paired_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(paired_interval([1.0])[1])
+
+
+def _dice(overall):
+    return {"center1": {"mean": overall + 0.01}, "overall": {"mean": overall}}
+
+
+def test_format_table_full_first_and_difference_against_random():
+    rows = (
+        [{"arm": "random", "keep": 0.5, "seed": s, "test_dice": _dice(0.80 + 0.01 * s)} for s in (0, 1)]
+        + [{"arm": "dad:ambiguous", "keep": 0.5, "seed": s, "test_dice": _dice(0.83 + 0.01 * s)} for s in (0, 1)]
+        + [{"arm": "full", "keep": 1.0, "seed": 0, "test_dice": _dice(0.9)}]
+    )
+    lines = format_table(rows).splitlines()
+    assert lines[2].startswith("| full | 100% | 1 | 0.9100 ± 0.0000 | 0.9000 ± 0.0000 |")
+    assert lines[3].startswith("| random | 50% |")
+    # paired differences .03, .03: sd 0 -> +0.0300 ± 0.0000
+    assert lines[4].startswith("| dad:ambiguous | 50% | 2 |") and lines[4].endswith("| +0.0300 ± 0.0000 |")
+
+
+def _dataset(tmp_path: Path) -> Path:
+    (tmp_path / "img.nii.gz").write_text("")
+    entry = {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "img.nii.gz")}
+    content = {
+        "training": [{**entry, "case_id": c, "center": "a" if i < 5 else "b"} for i, c in enumerate(IDS)],
+        "test": [{**entry, "case_id": "t0", "center": "a"}],
+    }
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+class FakeRunner:
+    """Writes what each workflow would; fails on call number ``fail_at`` (to test resume)."""
+
+    def __init__(self, dataset_json: Path, fail_at: int | None = None):
+        self.dataset_json, self.fail_at, self.calls = dataset_json, fail_at, []
+
+    def __call__(self, run_id, configs, settings, log_file):
+        self.calls.append((run_id, dict(settings)))
+        if self.fail_at is not None and len(self.calls) == self.fail_at:
+            raise RuntimeError("interrupted")
+        out = Path(settings["output_dir"])
+        if run_id == "training" and settings.get("score_patches"):
+            record = DynamicsRecord(IDS, ["a"] * 5 + ["b"] * 5, 2)
+            for e in (1, 2):
+                inter = np.arange(10.0)
+                counts = np.stack([inter, np.full(10, 10.0), np.full(10, 10.0)], axis=1)[:, :, None]
+                record.add_epoch(e, "patches", IDS, counts)
+                record.add_scores(e, {"el2n": np.linspace(1, 0, 10)})
+            out.mkdir(parents=True, exist_ok=True)
+            record.save(out / "dynamics.csv")
+            (out / "run.json").write_text(json.dumps({"dataset_json": str(self.dataset_json), "delta_t": 2}))
+        if run_id == "training" and "subset_dir" in settings:
+            subset = json.loads((Path(settings["subset_dir"]) / "subset_datalist.json").read_text())
+            assert len(subset["training"]) == 5  # kept 50% of 10
+        if run_id == "evaluating":
+            (out / "eval").mkdir(parents=True, exist_ok=True)
+            (out / "eval" / "summary.json").write_text(json.dumps(_dice(0.8)))
+        return 1.0
+
+
+def test_benchmark_runs_and_resumes(tmp_path):
+    dataset = _dataset(tmp_path)
+    work = tmp_path / "bench"
+    kwargs = dict(work_dir=str(work), arms=["dad:ambiguous", "el2n", "random"], keep=[0.5], seeds=[0, 1])
+    first = FakeRunner(dataset, fail_at=5)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_benchmark(**kwargs, runner=first)
+    # stage 1, then seed 0: evaluate full, (retrain, evaluate) x dad, then the el2n retraining fails
+    assert [c[0] for c in first.calls] == ["training", "evaluating", "training", "evaluating", "training"]
+    assert len(read_results(work / "results.jsonl")) == 2
+    second = FakeRunner(dataset)
+    rows = run_benchmark(**kwargs, runner=second)
+    assert len(rows) == 8  # (full + 3 arms) x 2 seeds
+    # no stage 1 again and nothing finished redone: el2n + random for seed 0, full + 3 arms for seed 1
+    assert [c[0] for c in second.calls].count("evaluating") == 6
+    assert not any(c[1].get("score_patches") for c in second.calls)
+    kept = json.loads((work / "subsets" / "el2n_keep50_seed0" / "subset_datalist.json").read_text())
+    assert [d["case_id"] for d in kept["training"]] == IDS[:5]  # EL2N, "hard": the 5 highest EL2N kept
+    assert (work / "table.md").is_file() and (work / "benchmark.png").is_file()

@@ -1,0 +1,49 @@
+"""Stage 1 with the opt-in scores, then the `scoring` workflow from its checkpoint (tiny real runs)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts.record import read_dynamics
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--synthetic#num_train", "6", "--synthetic#num_val", "2", "--synthetic#num_test", "2",
+    "--synthetic#shape", "[32,32,32]", "--patch_size", "[16,16,16]", "--num_workers", "0",
+]  # fmt: skip
+
+
+def _bundle(workflow: str, configs: str, *overrides: str) -> None:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", workflow, "--config_file", configs, *TINY, *overrides]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+
+
+@pytest.mark.slow
+def test_stage1_scores_then_scoring_workflow(tmp_path):
+    data, models = str(tmp_path / "data"), str(tmp_path / "models")
+    _bundle(
+        "training", "configs/train.yaml", "--dataset_dir", data, "--output_dir", str(tmp_path / "s1"),
+        "--ckpt_dir", models, "--epochs", "2", "--val_interval", "1", "--delta_t", "1",
+        "--score_patches", "True", "--score_checkpoints", "True", "--score_interval", "1",
+    )  # fmt: skip
+    table = read_dynamics(tmp_path / "s1" / "dynamics.csv")
+    for col in ("el2n", "el2nx", "loss", "vog", "grand_last_layer", "cleanlab", "monai_lq"):
+        assert col in table, col
+    second = table["epoch"] == 2
+    assert np.isnan(table["vog"][table["epoch"] == 1]).all() and (table["vog"][second] > 0).all()
+    assert ((table["el2n"] > 0) & (table["el2n"] < np.sqrt(2))).all()
+
+    out = tmp_path / "scoring"
+    _bundle(
+        "scoring", "['configs/train.yaml','configs/scoring.yaml']", "--dataset_dir", data,
+        "--output_dir", str(out), "--checkpoint", models + "/model.pt",
+    )  # fmt: skip
+    scored = read_dynamics(out / "dynamics.csv")
+    assert list(scored["source"]) == ["volumes"] * 6 and set(scored["epoch"]) == {1}
+    assert ((scored["cleanlab"] >= 0) & (scored["cleanlab"] <= 1)).all()
+    assert (out / "prune" / "selection.csv").is_file() and (out / "prune" / "report" / "report.md").is_file()
+    assert "| el2nx |" in (out / "fault_detection.md").read_text()
