@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from scripts.combine import spatial_shape
 from scripts.flags import as_bool
 
 __all__ = ["DataError", "check_dataset", "check_entries"]
@@ -24,14 +25,6 @@ MAX_LISTED = 10
 
 class DataError(ValueError):
     """The data set cannot be trained on; the message lists every problem found."""
-
-
-def _spatial(shape: Sequence[int]) -> tuple[int, ...]:
-    """The first three axes; a trailing singleton (x, y, z, 1) counts as 3D."""
-    shape = tuple(int(s) for s in shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape[:3]
 
 
 def _read(path: str) -> tuple[np.ndarray | None, str | None]:
@@ -71,7 +64,7 @@ def check_entries(
         problems += [f"case {case}: label {why_label}"] if why_label else []
         if image is None or label is None:
             continue
-        if _spatial(image.shape) != _spatial(label.shape):
+        if spatial_shape(image.shape) != spatial_shape(label.shape):
             problems.append(
                 f"case {case}: image shape {tuple(image.shape)} != label shape {tuple(label.shape)} "
                 f"({entry['image']}, {entry['label']})"

@@ -180,7 +180,7 @@ def read_source(name: str, path: str | os.PathLike) -> list[dict]:
     return cases
 
 
-def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
+def spatial_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The first three axes; a trailing singleton (x, y, z, 1) counts as 3D."""
     shape = tuple(int(s) for s in shape)
     while len(shape) > 3 and shape[-1] == 1:
@@ -210,7 +210,7 @@ def check_cases(name: str, cases: list[dict], affine_atol: float = 1e-3) -> list
         except Exception as e:  # a corrupt or non-NIfTI file
             problems.append(f"source {name!r}, case {cid!r}: unreadable header: {e}")
             continue
-        if _spatial(img.shape) != _spatial(lab.shape):
+        if spatial_shape(img.shape) != spatial_shape(lab.shape):
             problems.append(
                 f"source {name!r}, case {cid!r}: image shape {tuple(img.shape)} != label shape {tuple(lab.shape)}"
             )

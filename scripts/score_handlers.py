@@ -47,6 +47,17 @@ CHECKPOINT_SCORES = ("vog", "grand_last_layer", "cleanlab", "monai_lq")
 COST_FILE = "score_cost.json"
 
 
+def _attach_epoch_handlers(engine: Engine, reset: Callable, collect: Callable, end: Callable) -> None:
+    """Reset at each epoch's start, collect every iteration, finish at the epoch's end (once each)."""
+    for event, fn in (
+        (Events.EPOCH_STARTED, reset),
+        (Events.ITERATION_COMPLETED, collect),
+        (Events.EPOCH_COMPLETED, end),
+    ):
+        if not engine.has_event_handler(fn, event):
+            engine.add_event_handler(event, fn)
+
+
 class _Timed:
     """Wall time a handler spends per score, written at the end of the run to ``output_dir/score_cost.json``:
     {"wall_s": the run's wall time, "handlers": {handler: {part: s}}, "extra_ratio": {part: s / (wall_s -
@@ -155,13 +166,7 @@ class ScoreTracker(_Timed):
 
     def attach(self, engine: Engine) -> None:
         self._attach_timer(engine)
-        for event, fn in (
-            (Events.EPOCH_STARTED, self._reset),
-            (Events.ITERATION_COMPLETED, self._collect),
-            (Events.EPOCH_COMPLETED, self),
-        ):
-            if not engine.has_event_handler(fn, event):
-                engine.add_event_handler(event, fn)
+        _attach_epoch_handlers(engine, self._reset, self._collect, self)
 
     def _reset(self, _engine: Engine) -> None:
         self._ids, self._sums = [], []
@@ -346,13 +351,7 @@ class VolumeScorer:
         self.logger = logging.getLogger("VolumeScorer")
 
     def attach(self, engine: Engine) -> None:
-        for event, fn in (
-            (Events.EPOCH_STARTED, self._reset),
-            (Events.ITERATION_COMPLETED, self._collect),
-            (Events.EPOCH_COMPLETED, self),
-        ):
-            if not engine.has_event_handler(fn, event):
-                engine.add_event_handler(event, fn)
+        _attach_epoch_handlers(engine, self._reset, self._collect, self)
 
     def _reset(self, _engine: Engine) -> None:
         self._ids, self._rows = [], []
