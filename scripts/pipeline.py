@@ -260,13 +260,16 @@ def cost_ratio(
 
 def add_costs(results: dict[str, Any], seed: int) -> None:
     """Each run of ``seed`` gets ``cost`` (case visits, ``cost_ratio``) and ``wall_ratio`` (wall time) as a
-    multiple of that seed's full-data training. The DAD arm pays for stage 1 up to its prune epoch; the
-    random arm needs no stage 1."""
+    multiple of that seed's full-data training. The DAD arm pays for stage 1 up to its prune epoch (the end
+    of the ranked window: where the stop rule fired, even when stage 1 went on to be the full-data model;
+    its wall time pro rata); the random arm needs no stage 1."""
     runs = {r["arm"]: r for r in results["runs"] if r["seed"] == seed}
     full, stage1 = runs["full"], results["stage1"]
+    window = results.get("prune", {}).get("window")
+    prune_epoch = min(stage1["epochs"], int(window[1])) if window else stage1["epochs"]
     for arm, r in runs.items():
-        stage1_epochs = stage1["epochs"] if arm == "dad" else 0
-        stage1_wall = stage1["wall_s"] if arm == "dad" else 0.0
+        stage1_epochs = prune_epoch if arm == "dad" else 0
+        stage1_wall = stage1["wall_s"] * prune_epoch / stage1["epochs"] if arm == "dad" else 0.0
         if arm == "full":
             r["cost"], r["wall_ratio"] = 1.0, 1.0
             continue
@@ -311,7 +314,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     )
     lines.append(
         "Cost: training case visits (epochs x cases) as a multiple of one full-data training; the DAD arm "
-        f"counts stage 1 up to its prune epoch ({stage1['epochs']} of {stage1.get('full_epochs', stage1['epochs'])})"
+        f"counts stage 1 up to its prune epoch ({min(stage1['epochs'], prune['window'][1])} of "
+        f"{stage1.get('full_epochs', stage1['epochs'])})"
         f" plus the retraining ({results.get('budget', 'matched')} budget); wall × full likewise in wall time."
     )
     return "\n".join(lines)

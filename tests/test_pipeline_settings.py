@@ -72,6 +72,19 @@ def test_cost_ratio_arithmetic():
     assert full["cost"] == 1.0 and rnd["cost"] == pytest.approx(0.7)
     assert dad["cost"] == pytest.approx(0.3 + 0.7) and dad["wall_ratio"] == pytest.approx(1.0)
     assert rnd["wall_ratio"] == pytest.approx(0.72)
+    # the rule fired at epoch 10 of a 40-epoch stage 1 that went on to be the full model: DAD pays 10 epochs
+    results = {
+        "stage1": {"epochs": 40, "wall_s": 100.0},
+        "prune": {"window": [1, 10]},
+        "runs": [
+            {"arm": "full", "seed": 0, "epochs": 40, "train_cases": 60, "wall_s": 100.0},
+            {"arm": "dad", "seed": 0, "epochs": 57, "train_cases": 42, "wall_s": 100.0},
+        ],
+    }
+    add_costs(results, 0)
+    dad = results["runs"][1]
+    assert dad["cost"] == pytest.approx((10 * 60 + 57 * 42) / (40 * 60))
+    assert dad["wall_ratio"] == pytest.approx((25.0 + 100.0) / 100.0)
 
 
 def test_retrain_epochs_budgets():
