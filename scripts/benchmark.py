@@ -3,6 +3,9 @@
     python -m scripts.benchmark [--work_dir runs/benchmark] [--keep "[0.7,0.5,0.3]"] [--seeds "[0,1,2]"]
         [--arms "['dad:ambiguous','el2n:hard','dad:ccs','random']"] [--preset ...] [--overrides "{...}"]
 
+An arm may end in ``@EPOCH`` ("dad:ambiguous@30"): its subset is ranked at the window ending at that
+epoch instead of the last one (what pruning early, where a stop rule fires, would have picked).
+
 One stage-1 run (seed = the first seed) records every score; then, for each arm ("score:strategy",
 or "random") and kept fraction, a subset is exported and a fresh network retrained per seed, and
 every model is evaluated on the untouched test set. Each finished (arm, kept, seed) is a line of
@@ -25,13 +28,21 @@ import numpy as np
 from scripts.atomic import write_text_atomic
 from scripts.dynamics import window_stats
 from scripts.fault_detection import scores_at
-from scripts.prune import Selection, export_subset, read_run_info
+from scripts.prune import Selection, choose_window, export_subset, read_run_info
 from scripts.record import DynamicsRecord
 from scripts.scores import SCORES, ease
 from scripts.selection import ranks, regions
 from scripts.strategies import select_by_score
 
-__all__ = ["DEFAULT_ARMS", "parse_arm", "make_subset", "paired_interval", "format_table", "run_benchmark"]
+__all__ = [
+    "DEFAULT_ARMS",
+    "parse_arm",
+    "split_window",
+    "make_subset",
+    "paired_interval",
+    "format_table",
+    "run_benchmark",
+]
 
 logger = logging.getLogger("benchmark")
 DEFAULT_ARMS = (
@@ -52,6 +63,16 @@ def parse_arm(arm: str) -> tuple[str, str]:
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r} in arm {arm!r}; known: {sorted(SCORES)}")
     return score, strategy or SCORES[score].strategy
+
+
+def split_window(arm: str) -> tuple[str, int | None]:
+    """'dad:ambiguous@30' -> ('dad:ambiguous', 30); an arm without '@' -> (arm, None)."""
+    base, at, epoch = arm.partition("@")
+    if not at:
+        return arm, None
+    if not epoch.isdigit() or int(epoch) < 1:
+        raise ValueError(f"arm {arm!r}: the window's end epoch after '@' must be a positive integer")
+    return base, int(epoch)
 
 
 def make_subset(
@@ -179,7 +200,7 @@ def run_benchmark(
     common = dict(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     for arm in arms:
-        parse_arm(arm)
+        parse_arm(split_window(arm)[0])
     results_path = work / "results.jsonl"
     done = read_results(results_path)
 
@@ -222,7 +243,9 @@ def run_benchmark(
                     continue
                 tag = f"{arm.replace(':', '-')}_keep{round(100 * kept)}_seed{seed}"
                 subset_dir = work / "subsets" / tag
-                selection = make_subset(record, end, delta_t, arm, 1 - kept, seed, stratify)
+                base, at = split_window(arm)
+                window_end = choose_window(stage1_epochs, delta_t, epoch=at)[0] if at else end
+                selection = make_subset(record, window_end, delta_t, base, 1 - kept, seed, stratify)
                 export_subset(selection, info["dataset_json"], subset_dir, note=f"benchmark arm {arm}",
                               train_limit=info.get("num_train_cases"))  # fmt: skip
                 out, ckpt = work / f"retrain_{tag}", work / "models" / tag

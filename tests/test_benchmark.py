@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.benchmark import format_table, paired_interval, parse_arm, read_results, run_benchmark
+from scripts.benchmark import format_table, paired_interval, parse_arm, read_results, run_benchmark, split_window
 from scripts.record import DynamicsRecord
 
 IDS = [f"c{i}" for i in range(10)]
@@ -18,6 +18,9 @@ def test_parse_arm_and_paired_interval():
     assert parse_arm("el2n") == ("el2n", "hard") and parse_arm("dad:ccs") == ("dad", "ccs")
     with pytest.raises(ValueError, match="unknown score"):
         parse_arm("nope:hard")
+    assert split_window("dad:ambiguous@30") == ("dad:ambiguous", 30) and split_window("random") == ("random", None)
+    with pytest.raises(ValueError, match="positive integer"):
+        split_window("dad@x")
     # diffs 1, 2, 3: mean 2, sd 1, t(2) = 4.303 -> half-width 4.303 / sqrt(3)
     mean, half = paired_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
@@ -102,3 +105,37 @@ def test_benchmark_runs_and_resumes(tmp_path):
     kept = json.loads((work / "subsets" / "el2n_keep50_seed0" / "subset_datalist.json").read_text())
     assert [d["case_id"] for d in kept["training"]] == IDS[:5]  # EL2N, "hard": the 5 highest EL2N kept
     assert (work / "table.md").is_file() and (work / "benchmark.png").is_file()
+
+
+class FourEpochRunner(FakeRunner):
+    """Stage 1 of 4 epochs (delta_t 2): Dice rises with the case index in epochs 1-2, falls in 3-4."""
+
+    def __call__(self, run_id, configs, settings, log_file):
+        if run_id == "training" and settings.get("score_patches"):
+            out = Path(settings["output_dir"])
+            record = DynamicsRecord(IDS, ["a"] * 5 + ["b"] * 5, 2)
+            for e in (1, 2, 3, 4):
+                inter = np.arange(10.0) if e <= 2 else np.arange(10.0)[::-1].copy()
+                counts = np.stack([inter, np.full(10, 10.0), np.full(10, 10.0)], axis=1)[:, :, None]
+                record.add_epoch(e, "patches", IDS, counts)
+            out.mkdir(parents=True, exist_ok=True)
+            record.save(out / "dynamics.csv")
+            (out / "run.json").write_text(json.dumps({"dataset_json": str(self.dataset_json), "delta_t": 2}))
+            return 1.0
+        return super().__call__(run_id, configs, settings, log_file)
+
+
+def test_arm_at_an_earlier_window(tmp_path):
+    work = tmp_path / "bench"
+    run_benchmark(str(work), arms=["dad:hard", "dad:hard@2"], keep=[0.5], seeds=[0],
+                  runner=FourEpochRunner(_dataset(tmp_path)))  # fmt: skip
+
+    def kept(tag):
+        content = json.loads((work / "subsets" / tag / "subset_datalist.json").read_text())
+        return sorted(d["case_id"] for d in content["training"])
+
+    # "hard" keeps the 5 lowest DAD: c0-c4 in the window ending at epoch 2, c5-c9 in the last one
+    assert kept("dad-hard@2_keep50_seed0") == IDS[:5]
+    assert kept("dad-hard_keep50_seed0") == IDS[5:]
+    with pytest.raises(ValueError, match="outside the record"):
+        run_benchmark(str(work), arms=["dad:hard@6"], keep=[0.5], seeds=[0], runner=FourEpochRunner(_dataset(tmp_path)))
