@@ -215,7 +215,8 @@ def run_benchmark(
         done[_key(arm, kept, seed)] = row
 
     stage1, ckpt1 = work / "stage1", work / "models" / f"full_seed{seeds[0]}"
-    scored = {"score_patches": True, "score_checkpoints": True}
+    # stage 1 and the full-data models train every epoch (early_prune would stop them where the rule fires)
+    scored = {"score_patches": True, "score_checkpoints": True, "early_prune": False}
     if not (stage1 / "done.json").is_file():
         wall = runner("training", train_cfg, {**common, **scored, "seed": seeds[0], "output_dir": stage1,
                                               "ckpt_dir": ckpt1}, work / "logs" / "stage1.log")  # fmt: skip
@@ -234,7 +235,8 @@ def run_benchmark(
                 else (work / f"full_seed{seed}", work / "models" / f"full_seed{seed}")
             )
             if seed != seeds[0]:
-                runner("training", train_cfg, {**common, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
+                runner("training", train_cfg, {**common, "early_prune": False, "seed": seed, "output_dir": out,
+                                               "ckpt_dir": ckpt},
                        work / "logs" / f"full_seed{seed}.log")  # fmt: skip
             record_result("full", 1.0, seed, out, ckpt, info["dataset_json"])
         for kept in keep:

@@ -69,7 +69,14 @@ def run_more_data(
         datalist = write_json_atomic(work / slug / "datalist.json", {"name": name, **lists})
         for seed in seeds:
             out, ckpt = work / slug / f"seed{seed}", work / "models" / f"{slug}_seed{seed}"
-            settings = {**common, "seed": seed, "dataset_json": datalist, "output_dir": out, "ckpt_dir": ckpt}
+            settings = {
+                **common,
+                "early_prune": False,
+                "seed": seed,
+                "dataset_json": datalist,
+                "output_dir": out,
+                "ckpt_dir": ckpt,
+            }
             wall = bundle_run(
                 "training",
                 ["configs/train.yaml", *presets],

@@ -126,8 +126,11 @@ def run_pipeline(
     """Run every stage and return (and write to work_dir/pipeline.json and table.md) the results.
 
     ``budget``: the retrainings' ``retrain_budget``, "matched" (the paper's: the full run's case visits)
-    or "proportional" (stage 1's epochs on the subset). With ``early_prune`` in ``overrides`` stage 1 stops
-    where the stop rule fires; a full-data model is then trained for every seed.
+    or "proportional" (stage 1's epochs on the subset). The DAD subset is ranked where the stop rule fired
+    (else at the last window), and the DAD arm's cost counts stage 1 up to there; stage 1 itself trains on
+    to the end (``early_prune`` off) because it is also the first seed's full-data model. With
+    ``early_prune: True`` in ``overrides`` stage 1 stops where the rule fires, and a full-data model is
+    trained for every seed.
     """
     work = (ROOT / work_dir).resolve() if not Path(work_dir).is_absolute() else Path(work_dir)
     presets = [preset] if isinstance(preset, str) else list(preset or [])
@@ -152,7 +155,13 @@ def run_pipeline(
     t_stage1 = run(
         "training",
         train_cfg,
-        {**common, "seed": seeds[0], "output_dir": stage1, "ckpt_dir": work / "models" / f"full_seed{seeds[0]}"},
+        {
+            "early_prune": False,
+            **common,
+            "seed": seeds[0],
+            "output_dir": stage1,
+            "ckpt_dir": work / "models" / f"full_seed{seeds[0]}",
+        },  # fmt: skip
         work / "logs" / "stage1.log",
     )
     run_info = json.loads((stage1 / "run.json").read_text())
@@ -181,7 +190,7 @@ def run_pipeline(
             wall = run(
                 "training",
                 train_cfg,
-                {**common, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
+                {**common, "early_prune": False, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
                 work / "logs" / f"full_seed{seed}.log",
             )
             arms["full"] = {"out": out, "ckpt": ckpt, "wall_s": wall}

@@ -170,7 +170,14 @@ def run(
 
     work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
     presets = [preset] if isinstance(preset, str) else list(preset or [])
-    settings = {**dict(overrides or {}), "epochs": epochs, "output_dir": work / "stage1", "ckpt_dir": work / "models"}
+    # the reference run trains to the end whatever the stop rule says: it is the ground truth for the rules
+    settings = {
+        **dict(overrides or {}),
+        "early_prune": False,
+        "epochs": epochs,
+        "output_dir": work / "stage1",
+        "ckpt_dir": work / "models",
+    }
     bundle_run(
         "training", ["configs/train.yaml", *presets], settings, work / "logs" / "stage1.log", progress=StageProgress()
     )

@@ -39,6 +39,7 @@ def _cmd(tmp_path, *extra):
         "patch_size": "[16,16,16]",
         "epochs": EPOCHS,
         "delta_t": 2,
+        "early_prune": False,  # every epoch is trained, whatever the stop rule says
         "val_interval": 3,
         "num_workers": 0,
     }
