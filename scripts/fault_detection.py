@@ -117,11 +117,13 @@ def read_fault_manifest(path: str | os.PathLike) -> dict[str, dict[str, str]]:
 def detection_rows(
     case_ids: Sequence[str], scores: Mapping[str, np.ndarray], faults: Mapping[str, Mapping[str, str]], epoch: int
 ) -> list[dict[str, Any]]:
-    """AUROC/AUPRC rows for every score: all faults vs clean cases, then each kind (and kind/severity)
-    vs the clean cases only (other faults left out)."""
+    """AUROC/AUPRC rows for every score: all faults vs clean cases, then each severity (all kinds), each
+    kind and each kind/severity, each vs the clean cases only (other faults left out)."""
     ids = list(case_ids)
     faulty = np.array([c in faults for c in ids])
     groups: dict[str, np.ndarray] = {"all": faulty}
+    for sev in sorted({f["severity"] for f in faults.values() if f["severity"]}):
+        groups[f"severity {sev}"] = np.array([c in faults and faults[c]["severity"] == sev for c in ids])
     for kind in sorted({f["kind"] for f in faults.values()}):
         groups[kind] = np.array([c in faults and faults[c]["kind"] == kind for c in ids])
         for sev in sorted({f["severity"] for f in faults.values() if f["kind"] == kind and f["severity"]}):

@@ -58,6 +58,12 @@ def test_scores_at_and_rows():
     # VoG: c (.5) is below b (1) and d (2) and a is missing (ranked hardest): c is last -> AUROC 0
     assert rows[("vog", "all")]["auroc"] == 0.0
     assert rows[("dad", "all")]["prevalence"] == 0.25
+    # per severity across kinds, each against the clean cases a (.9) and d (.7) only
+    faults = {"c": {"kind": "eroded", "severity": "severe"}, "b": {"kind": "shifted", "severity": "mild"}}
+    rows = {(r["score"], r["kind"]): r for r in detection_rows(record.case_ids, scores, faults, 2)}
+    assert rows[("dad", "severity severe")]["auroc"] == 1.0  # c (.2) below both clean cases
+    assert rows[("dad", "severity mild")]["auroc"] == 0.5  # b (.8) below a, above d
+    assert rows[("dad", "severity mild")]["n_faults"] == 1 and rows[("dad", "severity mild")]["n_clean"] == 2
 
 
 def test_cli_writes_the_table(tmp_path):
