@@ -1,6 +1,6 @@
 """The Model Zoo CI's checks that need no network, run on an exported bundle (a folder or its zip).
 
-    python -m bundle.check dist/dad_pruning_segmentation_v0.3.0.zip
+    python -m bundle.check dist/dad_pruning_segmentation_v0.4.0.zip
 
 Read from Project-MONAI/model-zoo ci/verify_bundle.py: necessary files (configs/metadata.json,
 LICENSE) and preferred ones (models/model.pt, configs/inference.*), metadata against the schema (an
