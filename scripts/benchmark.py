@@ -192,12 +192,14 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; returns every result row. ``runner`` runs one bundle workflow
     (default: ``scripts.pipeline.bundle_run``, a fresh process per run)."""
+    from scripts.pipeline import check_overrides, retrain_overrides
+
     if runner is None:
         from scripts.pipeline import bundle_run as runner
     work = Path(work_dir).resolve()
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = ["configs/train.yaml", *presets]
-    common = dict(overrides or {})
+    common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     for arm in arms:
         parse_arm(split_window(arm)[0])
@@ -252,7 +254,7 @@ def run_benchmark(
                               train_limit=info.get("num_train_cases"))  # fmt: skip
                 out, ckpt = work / f"retrain_{tag}", work / "models" / tag
                 runner("training", [*train_cfg, "configs/retrain.yaml"],
-                       {**{k: v for k, v in common.items() if k != "epochs"}, "seed": seed, "subset_dir": subset_dir,
+                       {**retrain_overrides(common), "seed": seed, "subset_dir": subset_dir,
                         "stage1_epochs": stage1_epochs, "output_dir": out, "ckpt_dir": ckpt},
                        work / "logs" / f"retrain_{tag}.log")  # fmt: skip
                 record_result(arm, kept, seed, out, ckpt, str(subset_dir / "subset_datalist.json"))

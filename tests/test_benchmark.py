@@ -139,3 +139,18 @@ def test_arm_at_an_earlier_window(tmp_path):
     assert kept("dad-hard_keep50_seed0") == IDS[5:]
     with pytest.raises(ValueError, match="outside the record"):
         run_benchmark(str(work), arms=["dad:hard@6"], keep=[0.5], seeds=[0], runner=FourEpochRunner(_dataset(tmp_path)))
+
+
+def test_a_users_data_list_reaches_stage1_and_full_runs_not_the_retrainings(tmp_path):
+    dataset = _dataset(tmp_path)
+    runner = FakeRunner(dataset)
+    overrides = {"dataset_json": str(dataset), "epochs": 3}
+    run_benchmark(str(tmp_path / "bench"), arms=["random"], keep=[0.5], seeds=[0, 1], overrides=overrides,
+                  runner=runner)  # fmt: skip
+    trainings = [s for run_id, s in runner.calls if run_id == "training"]
+    retrains = [s for s in trainings if "subset_dir" in s]
+    assert len(trainings) == 4 and len(retrains) == 2  # stage 1, full seed 1, a retraining per seed
+    assert all("dataset_json" not in s and "epochs" not in s for s in retrains)  # retrain.yaml derives them
+    assert all(s["dataset_json"] == str(dataset) and s["epochs"] == 3 for s in trainings if s not in retrains)
+    with pytest.raises(ValueError, match="output_dir"):
+        run_benchmark(str(tmp_path / "b2"), arms=["random"], overrides={"output_dir": "x"}, runner=runner)
