@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_ARMS",
     "parse_arm",
     "split_window",
+    "prune_rate",
     "make_subset",
     "paired_interval",
     "format_table",
@@ -99,6 +100,12 @@ def make_subset(
         settings={"arm": arm, "score": score, "strategy": strategy, "rate": rate, "seed": seed, "stratify": stratify,
                   "window": [end_epoch - delta_t + 1, end_epoch], "delta_t": delta_t},
     )  # fmt: skip
+
+
+def prune_rate(kept: float) -> float:
+    """1 - kept as the decimal the user meant: 1 - 0.9 is 0.0999... in floats, which would drop one case too
+    few of 100 (selection floors p·n in exact arithmetic)."""
+    return round(1.0 - float(kept), 12)
 
 
 def paired_interval(diffs: Sequence[float]) -> tuple[float, float]:
@@ -249,7 +256,7 @@ def run_benchmark(
                 subset_dir = work / "subsets" / tag
                 base, at = split_window(arm)
                 window_end = choose_window(stage1_epochs, delta_t, epoch=at)[0] if at else end
-                selection = make_subset(record, window_end, delta_t, base, 1 - kept, seed, stratify)
+                selection = make_subset(record, window_end, delta_t, base, prune_rate(kept), seed, stratify)
                 export_subset(selection, info["dataset_json"], subset_dir, note=f"benchmark arm {arm}",
                               train_limit=info.get("num_train_cases"))  # fmt: skip
                 out, ckpt = work / f"retrain_{tag}", work / "models" / tag

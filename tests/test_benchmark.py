@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.benchmark import format_table, paired_interval, parse_arm, read_results, run_benchmark, split_window
+from scripts.benchmark import (
+    format_table,
+    paired_interval,
+    parse_arm,
+    prune_rate,
+    read_results,
+    run_benchmark,
+    split_window,
+)
 from scripts.record import DynamicsRecord
 
 IDS = [f"c{i}" for i in range(10)]
@@ -154,3 +162,10 @@ def test_a_users_data_list_reaches_stage1_and_full_runs_not_the_retrainings(tmp_
     assert all(s["dataset_json"] == str(dataset) and s["epochs"] == 3 for s in trainings if s not in retrains)
     with pytest.raises(ValueError, match="output_dir"):
         run_benchmark(str(tmp_path / "b2"), arms=["random"], overrides={"output_dir": "x"}, runner=runner)
+
+
+def test_kept_fraction_to_prune_rate_is_the_decimal_meant():
+    from scripts.selection import num_dropped
+
+    assert num_dropped(100, 1 - 0.9) == 9  # the float 1 - 0.9 = 0.0999...: one drop short
+    assert num_dropped(100, prune_rate(0.9)) == 10 and num_dropped(187, prune_rate(0.7)) == 56
