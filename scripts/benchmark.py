@@ -136,9 +136,10 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: test Dice mean ± std per center and overall, full data first, then arms by kept
-    fraction, each with its paired difference (overall) against random at the same fraction and seed."""
+    fraction, each with its paired differences (overall, same seed) against the full data and against
+    random at the same fraction: mean ± half-width of the 95% t-interval."""
     centers = sorted({c for r in rows for c in r["test_dice"] if c != "overall"}) + ["overall"]
-    head = ["arm", "kept", "seeds", *(f"Dice {c}" for c in centers), "Δ vs random (95% CI)"]
+    head = ["arm", "kept", "seeds", *(f"Dice {c}" for c in centers), "Δ vs full (95% CI)", "Δ vs random (95% CI)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -150,13 +151,15 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for c in centers:
             v = [r["test_dice"][c]["mean"] for r in rs if c in r["test_dice"]]
             cells.append(f"{np.mean(v):.4f} ± {np.std(v):.4f}" if v else "–")
-        rand = {r["seed"]: r["test_dice"]["overall"]["mean"] for r in groups.get(("random", keep), [])}
-        diffs = [r["test_dice"]["overall"]["mean"] - rand[r["seed"]] for r in rs if r["seed"] in rand]
-        if arm in ("full", "random") or not diffs:
-            cells.append("")
-        else:
-            mean, half = paired_interval(diffs)
-            cells.append(f"{mean:+.4f} ± {half:.4f}" if not math.isnan(half) else f"{mean:+.4f}")
+        for baseline in ("full", "random"):
+            base = {r["seed"]: r["test_dice"]["overall"]["mean"] for r in rows if r["arm"] == baseline
+                    and (baseline == "full" or float(r["keep"]) == keep)}  # fmt: skip
+            diffs = [r["test_dice"]["overall"]["mean"] - base[r["seed"]] for r in rs if r["seed"] in base]
+            if arm == baseline or arm == "full" or not diffs:
+                cells.append("")
+            else:
+                mean, half = paired_interval(diffs)
+                cells.append(f"{mean:+.4f} ± {half:.4f}" if not math.isnan(half) else f"{mean:+.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -50,6 +50,9 @@ def test_format_table_full_first_and_difference_against_random():
     assert lines[3].startswith("| random | 50% |")
     # paired differences .03, .03: sd 0 -> +0.0300 ± 0.0000
     assert lines[4].startswith("| dad:ambiguous | 50% | 2 |") and lines[4].endswith("| +0.0300 ± 0.0000 |")
+    # against full data: only seed 0 has a full run, 0.83 - 0.90 -> one difference, no interval
+    assert lines[4].endswith("| -0.0700 | +0.0300 ± 0.0000 |")
+    assert lines[3].endswith("| -0.1000 |  |")  # random vs full (seed 0: 0.80 - 0.90)
 
 
 def _dataset(tmp_path: Path) -> Path:
