@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -263,6 +264,13 @@ class MovingDistanceHandler:
             raise ValueError(f"noise_factor must be > 0, got {noise_factor}")
         if not -1 < rank_threshold <= 1:
             raise ValueError(f"rank_threshold must be in (-1, 1], got {rank_threshold}")
+        if rule == "noise" and delta_t // measure_interval < 2:
+            warnings.warn(
+                f"the noise stop rule needs at least 2 measured epochs per window to estimate its noise floor; "
+                f"with DAD measured every {measure_interval} epochs and delta_t={delta_t} it cannot fire "
+                "(use a dad_interval of at most delta_t / 2, or another --stop_rule)",
+                stacklevel=2,
+            )
         self.rule = rule
         self.noise_factor = noise_factor
         self.rank_threshold = rank_threshold

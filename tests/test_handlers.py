@@ -236,6 +236,9 @@ def test_window_without_measurements_has_no_distance_and_never_settles(tmp_path)
     # the settings that produce such windows are refused up front
     with pytest.raises(ValueError, match="every 15 epochs, which does not divide the window of delta_t=10"):
         MovingDistanceHandler(record, tmp_path, delta_t=10, measure_interval=15)
+    # one measurement per window leaves the noise rule no floor: said up front, not silently never firing
+    with pytest.warns(UserWarning, match="noise stop rule needs at least 2 measured epochs per window"):
+        MovingDistanceHandler(record, tmp_path, delta_t=10, rule="noise", measure_interval=10)
 
 
 def test_stop_index_skips_undefined_distances():
