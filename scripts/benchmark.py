@@ -202,7 +202,7 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; returns every result row. ``runner`` runs one bundle workflow
     (default: ``scripts.pipeline.bundle_run``, a fresh process per run)."""
-    from scripts.pipeline import check_overrides, retrain_overrides
+    from scripts.pipeline import TRAIN_TO_THE_END, check_overrides, retrain_overrides
 
     if runner is None:
         from scripts.pipeline import bundle_run as runner
@@ -227,8 +227,7 @@ def run_benchmark(
         done[_key(arm, kept, seed)] = row
 
     stage1, ckpt1 = work / "stage1", work / "models" / f"full_seed{seeds[0]}"
-    # stage 1 and the full-data models train every epoch (early_prune would stop them where the rule fires)
-    scored = {"score_patches": True, "score_checkpoints": True, "early_prune": False}
+    scored = {"score_patches": True, "score_checkpoints": True, **TRAIN_TO_THE_END}
     if not (stage1 / "done.json").is_file():
         wall = runner("training", train_cfg, {**common, **scored, "seed": seeds[0], "output_dir": stage1,
                                               "ckpt_dir": ckpt1}, work / "logs" / "stage1.log")  # fmt: skip
@@ -236,8 +235,10 @@ def run_benchmark(
     info = read_run_info(stage1)
     record = DynamicsRecord.load(stage1 / "dynamics.csv")
     delta_t = int(info["delta_t"])
-    end = int(prune_epoch or (max(record.epochs) // delta_t) * delta_t)
     stage1_epochs = max(record.epochs)
+    # each arm's window end (its '@EPOCH', else prune_epoch, else the last full window), checked before any run
+    window_end = {arm: choose_window(stage1_epochs, delta_t, epoch=split_window(arm)[1] or prune_epoch)[0]
+                  for arm in arms}  # fmt: skip
 
     for seed in seeds:
         if _key("full", 1.0, seed) not in done:
@@ -247,7 +248,7 @@ def run_benchmark(
                 else (work / f"full_seed{seed}", work / "models" / f"full_seed{seed}")
             )
             if seed != seeds[0]:
-                runner("training", train_cfg, {**common, "early_prune": False, "seed": seed, "output_dir": out,
+                runner("training", train_cfg, {**common, **TRAIN_TO_THE_END, "seed": seed, "output_dir": out,
                                                "ckpt_dir": ckpt},
                        work / "logs" / f"full_seed{seed}.log")  # fmt: skip
             record_result("full", 1.0, seed, out, ckpt, info["dataset_json"])
@@ -257,9 +258,8 @@ def run_benchmark(
                     continue
                 tag = f"{arm.replace(':', '-')}_keep{round(100 * kept)}_seed{seed}"
                 subset_dir = work / "subsets" / tag
-                base, at = split_window(arm)
-                window_end = choose_window(stage1_epochs, delta_t, epoch=at)[0] if at else end
-                selection = make_subset(record, window_end, delta_t, base, prune_rate(kept), seed, stratify)
+                selection = make_subset(record, window_end[arm], delta_t, split_window(arm)[0], prune_rate(kept), seed,
+                                        stratify)  # fmt: skip
                 export_subset(selection, info["dataset_json"], subset_dir, note=f"benchmark arm {arm}",
                               train_limit=info.get("num_train_cases"))  # fmt: skip
                 out, ckpt = work / f"retrain_{tag}", work / "models" / tag

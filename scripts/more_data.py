@@ -22,7 +22,7 @@ import numpy as np
 
 from scripts.atomic import write_json_atomic, write_text_atomic
 from scripts.data import load_datalist
-from scripts.pipeline import ROOT, bundle_run
+from scripts.pipeline import ROOT, TRAIN_TO_THE_END, bundle_run
 from scripts.progress import StageProgress
 from scripts.synthetic import ensure_dataset
 
@@ -71,7 +71,7 @@ def run_more_data(
             out, ckpt = work / slug / f"seed{seed}", work / "models" / f"{slug}_seed{seed}"
             settings = {
                 **common,
-                "early_prune": False,
+                **TRAIN_TO_THE_END,
                 "seed": seed,
                 "dataset_json": datalist,
                 "output_dir": out,

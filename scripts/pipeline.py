@@ -44,6 +44,9 @@ PIPELINE_OWNED = {
 }
 # what retrain.yaml derives itself: the subset's data list, and epochs from stage 1's budget
 RETRAIN_OWNED = ("dataset_json", "epochs")
+# a full-data model (and a reference or benchmark stage 1) trains every epoch: train.yaml's default
+# early_prune would stop it where the stop rule fires
+TRAIN_TO_THE_END = {"early_prune": False}
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,7 +159,7 @@ def run_pipeline(
         "training",
         train_cfg,
         {
-            "early_prune": False,
+            **TRAIN_TO_THE_END,
             **common,
             "seed": seeds[0],
             "output_dir": stage1,
@@ -190,7 +193,7 @@ def run_pipeline(
             wall = run(
                 "training",
                 train_cfg,
-                {**common, "early_prune": False, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
+                {**common, **TRAIN_TO_THE_END, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
                 work / "logs" / f"full_seed{seed}.log",
             )
             arms["full"] = {"out": out, "ckpt": ckpt, "wall_s": wall}
@@ -267,6 +270,13 @@ def cost_ratio(
     return (stage1_epochs * num_full + retrain_epochs * num_kept) / (full_epochs * num_full)
 
 
+def dad_prune_epoch(results: Mapping[str, Any]) -> int:
+    """The epoch the DAD arm's stage 1 is paid up to: the end of its ranked window (where the stop rule
+    fired), at most the epochs stage 1 trained."""
+    window = results.get("prune", {}).get("window")
+    return min(results["stage1"]["epochs"], int(window[1])) if window else results["stage1"]["epochs"]
+
+
 def add_costs(results: dict[str, Any], seed: int) -> None:
     """Each run of ``seed`` gets ``cost`` (case visits, ``cost_ratio``) and ``wall_ratio`` (wall time) as a
     multiple of that seed's full-data training. The DAD arm pays for stage 1 up to its prune epoch (the end
@@ -274,8 +284,7 @@ def add_costs(results: dict[str, Any], seed: int) -> None:
     its wall time pro rata); the random arm needs no stage 1."""
     runs = {r["arm"]: r for r in results["runs"] if r["seed"] == seed}
     full, stage1 = runs["full"], results["stage1"]
-    window = results.get("prune", {}).get("window")
-    prune_epoch = min(stage1["epochs"], int(window[1])) if window else stage1["epochs"]
+    prune_epoch = dad_prune_epoch(results)
     for arm, r in runs.items():
         stage1_epochs = prune_epoch if arm == "dad" else 0
         stage1_wall = stage1["wall_s"] * prune_epoch / stage1["epochs"] if arm == "dad" else 0.0
@@ -323,7 +332,7 @@ def format_table(results: Mapping[str, Any]) -> str:
     )
     lines.append(
         "Cost: training case visits (epochs x cases) as a multiple of one full-data training; the DAD arm "
-        f"counts stage 1 up to its prune epoch ({min(stage1['epochs'], prune['window'][1])} of "
+        f"counts stage 1 up to its prune epoch ({dad_prune_epoch(results)} of "
         f"{stage1.get('full_epochs', stage1['epochs'])})"
         f" plus the retraining ({results.get('budget', 'matched')} budget); wall × full likewise in wall time."
     )

@@ -165,15 +165,15 @@ def run(
     rate: float = 0.3,
 ) -> dict[str, Any]:
     """Train stage 1 for ``epochs`` (skipped when done before) and analyse its record."""
-    from scripts.pipeline import ROOT, bundle_run
+    from scripts.pipeline import ROOT, TRAIN_TO_THE_END, bundle_run
     from scripts.progress import StageProgress
 
     work = Path(work_dir) if Path(work_dir).is_absolute() else ROOT / work_dir
     presets = [preset] if isinstance(preset, str) else list(preset or [])
-    # the reference run trains to the end whatever the stop rule says: it is the ground truth for the rules
+    # the reference run is the ground truth for the rules: it trains to the end whatever they say
     settings = {
         **dict(overrides or {}),
-        "early_prune": False,
+        **TRAIN_TO_THE_END,
         "epochs": epochs,
         "output_dir": work / "stage1",
         "ckpt_dir": work / "models",
