@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import yaml
 
-from scripts.atomic import atomic_output, write_text_atomic
+from scripts.utils.atomic import atomic_output, write_text_atomic
 
 logger = logging.getLogger("bundle.export")
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,12 @@ def _assemble(stage: Path, model: Path, source: Path) -> list[str]:
             shutil.copy2(f, stage / "configs" / f.name)
     if (source / "configs" / "presets").is_dir():
         _copy_tree(source / "configs" / "presets", stage / "configs" / "presets")
-    _copy_tree(source / "scripts", stage / "scripts")
+    # scripts/experiments measures the method (benchmarks, reference runs): not part of the shared bundle
+    shutil.copytree(
+        source / "scripts",
+        stage / "scripts",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "experiments"),
+    )
     _copy_tree(source / "docs", stage / "docs")
     shutil.copy2(source / "LICENSE", stage / "LICENSE")
     (stage / "models").mkdir()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from scripts.checks import DataError, check_dataset
-from scripts.data import ensure_splits
-from scripts.synthetic import generate_dataset
+from scripts.data.checks import DataError, check_dataset
+from scripts.data.lists import ensure_splits
+from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.benchmark import (
+from scripts.data.record import DynamicsRecord
+from scripts.experiments.benchmark import (
     format_table,
     paired_interval,
     parse_arm,
@@ -16,7 +17,6 @@ from scripts.benchmark import (
     run_benchmark,
     split_window,
 )
-from scripts.record import DynamicsRecord
 
 IDS = [f"c{i}" for i in range(10)]
 
@@ -168,7 +168,7 @@ def test_a_users_data_list_reaches_stage1_and_full_runs_not_the_retrainings(tmp_
 
 
 def test_kept_fraction_to_prune_rate_is_the_decimal_meant():
-    from scripts.selection import num_dropped
+    from scripts.core.selection import num_dropped
 
     assert num_dropped(100, 1 - 0.9) == 9  # the float 1 - 0.9 = 0.0999...: one drop short
     assert num_dropped(100, prune_rate(0.9)) == 10 and num_dropped(187, prune_rate(0.7)) == 56

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.record import read_dynamics
+from scripts.data.record import read_dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

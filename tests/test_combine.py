@@ -1,4 +1,4 @@
-"""scripts.combine: combining labelled sources into one seeded, checked, center-tagged datalist."""
+"""scripts.data.combine: combining labelled sources into one seeded, checked, center-tagged datalist."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.combine import (
+from scripts.data.combine import (
     CombineError,
     combine_sources,
     ensure_combined,
@@ -20,8 +20,8 @@ from scripts.combine import (
     read_source,
     split_counts,
 )
-from scripts.data import load_datalist
-from scripts.synthetic import generate_dataset
+from scripts.data.lists import load_datalist
+from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (16, 16, 16)
@@ -132,7 +132,7 @@ def test_datalist_json_source_and_unlabelled_entries(sources, tmp_path):
 def test_cli_form(sources, tmp_path):
     out = tmp_path / "cli" / "datalist.json"
     cmd = [
-        sys.executable, "-m", "scripts.combine",
+        sys.executable, "-m", "scripts.data.combine",
         "--out", str(out),
         "--sources", f"{{'alpha': '{sources['alpha']}', 'beta': '{sources['beta']}'}}",
         "--test_fraction", "0.2", "--val_fraction", "0.1", "--seed", "0",
@@ -146,7 +146,7 @@ def test_cli_form(sources, tmp_path):
     assert via_cli["training"] == direct["training"] and via_cli["test"] == direct["test"]
     # the name=path form
     out2 = tmp_path / "cli2.json"
-    cmd2 = [sys.executable, "-m", "scripts.combine", "--out", str(out2), "--sources",
+    cmd2 = [sys.executable, "-m", "scripts.data.combine", "--out", str(out2), "--sources",
             f"alpha={sources['alpha']},beta={sources['beta']}"]  # fmt: skip
     result = subprocess.run(cmd2, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -157,7 +157,7 @@ def test_cli_error_is_clear(sources, tmp_path):
     broken = _copy(sources, tmp_path)
     (Path(broken["beta"]) / "labelsTr" / "c1_0003.nii.gz").unlink()
     out = tmp_path / "out.json"
-    cmd = [sys.executable, "-m", "scripts.combine", "--out", str(out), "--sources",
+    cmd = [sys.executable, "-m", "scripts.data.combine", "--out", str(out), "--sources",
            f"alpha={broken['alpha']},beta={broken['beta']}"]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
@@ -255,7 +255,7 @@ def test_make_datalist_pairs_by_number(tmp_path):
     ],
 )
 def test_case_id_of(name, expected):
-    from scripts.case_ids import case_id_of
+    from scripts.data.case_ids import case_id_of
 
     assert case_id_of(name) == expected
 

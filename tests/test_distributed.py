@@ -10,11 +10,11 @@ from monai.data import DataLoader, Dataset
 from monai.data import DistributedSampler as MonaiDistributedSampler
 from torch.utils.data import DistributedSampler
 
-from scripts.counts import class_indices, foreground_counts_torch
-from scripts.distributed import padding_case_ids, padding_indices
-from scripts.dynamics import foreground_counts
+from scripts.core.counts import class_indices, foreground_counts_torch
+from scripts.core.dynamics import foreground_counts
+from scripts.data.distributed import padding_case_ids, padding_indices
+from scripts.data.record import DynamicsRecord
 from scripts.handlers import DADTracker
-from scripts.record import DynamicsRecord
 
 
 @pytest.mark.parametrize("n, ranks", [(5, 2), (7, 3), (6, 4), (3, 4), (6, 2)])
@@ -88,7 +88,7 @@ def test_tracker_skips_padding_so_ranks_add_up_to_one_visit_per_case():
 
 
 def test_gpu_check_device_accumulation_runs_on_cpu():
-    from scripts.gpu_bench import check_device_accumulation
+    from scripts.experiments.gpu_bench import check_device_accumulation
 
     # the same check the GPU script runs first; here the counts stay where the outputs are: the CPU
     assert check_device_accumulation(torch.device("cpu")) == "cpu"
@@ -97,7 +97,7 @@ def test_gpu_check_device_accumulation_runs_on_cpu():
 def test_metatensor_outputs_are_counted_as_plain_tensors():
     from monai.data import MetaTensor
 
-    from scripts.handlers import _as_batch
+    from scripts.handlers.dad_tracker import _as_batch
 
     # decollated MetaTensor items that carry transform history, as MONAI's trainer returns them
     rng = np.random.default_rng(2)

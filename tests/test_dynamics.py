@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scripts.dynamics import (
+from scripts.core.dynamics import (
     case_dice,
     foreground_counts,
     moving_distance,
@@ -98,7 +98,7 @@ def test_stop_fraction_range():
 
 
 def test_jaccard_and_overlap_rule():
-    from scripts.dynamics import jaccard, overlap_stop_index
+    from scripts.core.dynamics import jaccard, overlap_stop_index
 
     assert jaccard([1, 1, 0, 0], [0, 1, 1, 0]) == pytest.approx(1 / 3)
     assert jaccard([0, 0], [0, 0]) == 1.0

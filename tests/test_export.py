@@ -21,8 +21,8 @@ from monai.data import load_decathlon_datalist
 
 from bundle.check import check_files, check_leaks, check_sizes, check_version, leaked_paths, unpack
 from bundle.export import DEFAULT_NAME, bundle_version, export_bundle
-from scripts.record import read_dynamics
-from scripts.synthetic import ensure_dataset
+from scripts.data.record import read_dynamics
+from scripts.data.synthetic import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}

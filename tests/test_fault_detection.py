@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from scripts.fault_detection import auprc, auroc, detection_rows, run_fault_detection, scores_at
-from scripts.record import DynamicsRecord
+from scripts.core.detection import auprc, auroc
+from scripts.data.record import DynamicsRecord
+from scripts.workflows.fault_detection import detection_rows, run_fault_detection, scores_at
 
 
 def test_auroc_auprc_by_hand_with_a_tie():

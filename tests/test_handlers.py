@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
+from scripts.data.record import DynamicsRecord, read_dynamics
 from scripts.handlers import DADTracker, MovingDistanceHandler
-from scripts.record import DynamicsRecord, read_dynamics
 
 CASES = [
     {"case_id": "a", "center": "c1"},
@@ -242,7 +242,7 @@ def test_window_without_measurements_has_no_distance_and_never_settles(tmp_path)
 
 
 def test_stop_index_skips_undefined_distances():
-    from scripts.dynamics import stop_index
+    from scripts.core.dynamics import stop_index
 
     assert stop_index([1.0, float("nan"), 0.5, 0.005]) == 3
     assert stop_index([float("nan"), 1.0, float("nan")]) is None

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.evaluate import summarize_by_center
-from scripts.metrics import CaseDice, class_dice_of_onehot
+from scripts.core.metrics import CaseDice, class_dice_of_onehot
+from scripts.workflows.evaluate import summarize_by_center
 
 
 def onehot(classes: np.ndarray, num_classes: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.record import read_dynamics
+from scripts.data.record import read_dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CASES = 5  # odd: the training sampler pads one rank, the volumes split 3 / 2

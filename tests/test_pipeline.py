@@ -30,7 +30,7 @@ TINY = {
 def pipeline(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
     overrides = {**TINY, "dataset_dir": str(work / "data")}
-    cmd = [sys.executable, "-m", "scripts.pipeline", "--work_dir", str(work), "--rate", "0.4"]
+    cmd = [sys.executable, "-m", "scripts.workflows.pipeline", "--work_dir", str(work), "--rate", "0.4"]
     cmd += ["--overrides", json.dumps(overrides)]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

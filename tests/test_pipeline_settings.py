@@ -2,7 +2,7 @@
 
 import pytest
 
-from scripts.pipeline import check_overrides, retrain_overrides, run_pipeline
+from scripts.workflows.pipeline import check_overrides, retrain_overrides, run_pipeline
 
 
 def test_own_data_list_reaches_stage1_but_not_the_retraining():
@@ -20,7 +20,7 @@ def test_overrides_of_what_the_pipeline_sets_are_refused(tmp_path, key, hint):
 
 
 def test_finished_stage_is_skipped_and_a_changed_one_rerun(tmp_path, monkeypatch):
-    import scripts.pipeline as pipeline
+    import scripts.workflows.pipeline as pipeline
 
     calls = []
 
@@ -41,7 +41,7 @@ def test_finished_stage_is_skipped_and_a_changed_one_rerun(tmp_path, monkeypatch
 
 
 def test_failed_stage_leaves_no_done_marker(tmp_path, monkeypatch):
-    import scripts.pipeline as pipeline
+    import scripts.workflows.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "run_logged", lambda *a, **k: 1)
     log = tmp_path / "logs" / "stage1.log"
@@ -51,7 +51,7 @@ def test_failed_stage_leaves_no_done_marker(tmp_path, monkeypatch):
 
 
 def test_cost_ratio_arithmetic():
-    from scripts.pipeline import add_costs, cost_ratio
+    from scripts.workflows.pipeline import add_costs, cost_ratio
 
     # stage 1 stopped at epoch 12 of 40 on 60 cases, then 57 epochs on 42 kept cases (matched budget)
     assert cost_ratio(40, 60, retrain_epochs=57, num_kept=42, stage1_epochs=12) == pytest.approx(
@@ -88,7 +88,7 @@ def test_cost_ratio_arithmetic():
 
 
 def test_retrain_epochs_budgets():
-    from scripts.prune import retrain_epochs
+    from scripts.data.subset import retrain_epochs
 
     assert retrain_epochs("matched", 40, 60, 42) == 57  # round(40 * 60 / 42) = round(57.14)
     assert retrain_epochs("proportional", 40, 60, 42) == 40

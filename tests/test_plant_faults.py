@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from scripts.plant_faults import KINDS, SEVERITIES, plan_faults, plant_fault, plant_faults
+from scripts.experiments.plant_faults import KINDS, SEVERITIES, plan_faults, plant_fault, plant_faults
 
 
 def _cube() -> np.ndarray:

@@ -5,8 +5,8 @@ import io
 import sys
 import time
 
-from scripts.pipeline import planned_stages
-from scripts.progress import StageProgress, run_logged
+from scripts.workflows.pipeline import planned_stages
+from scripts.workflows.progress import StageProgress, run_logged
 
 
 def test_stage_progress_estimates_from_measured_kinds():

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from scripts.evaluate import center_summary
-from scripts.flags import as_bool
-from scripts.prune import choose_window, export_subset, run_pruning, select_subset
-from scripts.record import DynamicsRecord
-from scripts.synthetic import generate_dataset
+from scripts.data.record import DynamicsRecord
+from scripts.data.subset import choose_window, export_subset, select_subset
+from scripts.data.synthetic import generate_dataset
+from scripts.utils.flags import as_bool
+from scripts.workflows.evaluate import center_summary
+from scripts.workflows.prune import run_pruning
 
 N = 10
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +197,7 @@ def test_retraining_reads_the_epochs_stage1_trained(tmp_path, dataset):
     a number in retrain.yaml: 10 cases, 6 kept (p = 0.4) -> round(4 * 10 / 6) = 7 epochs."""
     from monai.bundle import ConfigParser
 
-    from scripts.prune import record_epochs, stage1_epochs_of
+    from scripts.data.subset import record_epochs, stage1_epochs_of
 
     train_ids = [d["case_id"] for d in load_decathlon_datalist(dataset, data_list_key="training")]
     run, _ = _stage1(tmp_path, dataset, {c: 0.05 * (i + 1) for i, c in enumerate(train_ids)})

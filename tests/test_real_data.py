@@ -18,8 +18,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.record import read_dynamics
-from scripts.synthetic import generate_dataset
+from scripts.data.record import read_dynamics
+from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -73,7 +73,7 @@ def _load(task04: Path, case: str):
 def test_load_decathlon_datalist(task04):
     from monai.data import load_decathlon_datalist
 
-    from scripts.data import load_datalist
+    from scripts.data.lists import load_datalist
 
     entries = load_decathlon_datalist(task04 / "dataset.json", is_segmentation=True, data_list_key="training")
     assert len(entries) == 260

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scripts.record import DynamicsRecord, read_dynamics
+from scripts.data.record import DynamicsRecord, read_dynamics
 
 
 def test_pooling_missing_and_round_trip(tmp_path):

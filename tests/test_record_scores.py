@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scripts.record import BASE_FIELDS, DynamicsRecord, read_dynamics
+from scripts.data.record import BASE_FIELDS, DynamicsRecord, read_dynamics
 
 
 def _record():

@@ -1,4 +1,4 @@
-"""Tests of the audit report (scripts/report.py): figures exist and are real PNGs, the Markdown links them and
+"""Tests of the audit report (scripts/report/markdown.py): figures exist and are real PNGs, the Markdown links them and
 states the fault headline, the montage picks the right cases, optional inputs may be absent."""
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from scripts.report import make_report, montage_picks, read_selection, robust_window, target_slice
-from scripts.synthetic import generate_dataset
+from scripts.data.synthetic import generate_dataset
+from scripts.report import make_report
+from scripts.report.figures import robust_window, target_slice
+from scripts.report.inputs import montage_picks, read_selection
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("data_map.png", "moving_distance.png", "center_counts.png", "montage.png")

@@ -87,7 +87,7 @@ def test_sigkill_then_resume_keeps_one_row_per_case_and_epoch(tmp_path):
 def test_restore_keeps_epochs_up_to_the_checkpoint_and_refuses_another_runs_record(tmp_path):
     import numpy as np
 
-    from scripts.record import DynamicsRecord
+    from scripts.data.record import DynamicsRecord
 
     saved = DynamicsRecord(["a", "b"], ["x", "x"], 2)
     for epoch in (1, 2, 3):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from scripts.record import DynamicsRecord, read_dynamics
-from scripts.score_handlers import CheckpointScorer, ScoreTracker, VolumeScorer
+from scripts.data.record import DynamicsRecord, read_dynamics
+from scripts.handlers.score_handlers import CheckpointScorer, ScoreTracker, VolumeScorer
 
 LN3 = math.log(3.0)
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from scripts.selection import drop_counts, group_drops, num_dropped, ranks, regions, select
+from scripts.core.selection import drop_counts, group_drops, num_dropped, ranks, regions
+from scripts.core.strategies import select
 
 IDS = list("abcdefghij")
 # ascending: b .1, f .2, d .3, h .4, a .5, i .6, e .7, g .8, c .9, j .95

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from scripts.dynamics import moving_distance, stop_index, window_stats
-from scripts.stop_rules import (
+from scripts.core.dynamics import moving_distance, stop_index, window_stats
+from scripts.core.stop_rules import (
     fired_window,
     noise_stop_index,
     rank_data,
@@ -92,8 +92,8 @@ def test_reference_analysis_on_a_known_record(tmp_path):
     """A record that settles after epoch 10: the analysis compares every window with the end of the run."""
     import json
 
-    from scripts.record import DynamicsRecord
-    from scripts.reference_runs import analyze
+    from scripts.data.record import DynamicsRecord
+    from scripts.experiments.reference_runs import analyze
 
     rng = np.random.default_rng(1)
     ids = [f"c{i}" for i in range(40)]

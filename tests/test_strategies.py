@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from scripts.selection import STRATEGIES, select
-from scripts.strategies import ccs_keep, select_by_score
+from scripts.core.strategies import STRATEGIES, ccs_keep, select, select_by_score
 
 
 def test_ccs_drops_the_hardest_then_fills_strata_evenly():

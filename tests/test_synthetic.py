@@ -1,4 +1,4 @@
-"""Tests for the synthetic multi-center data set generator (scripts/synthetic.py)."""
+"""Tests for the synthetic multi-center data set generator (scripts/data/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
 
-from scripts import synthetic
-from scripts.synthetic import (
+from scripts.data import synthetic
+from scripts.data.synthetic import (
     FAULT_KINDS,
     binary_dilate,
     binary_erode,
@@ -393,7 +393,7 @@ def test_cli(tmp_path: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "scripts.synthetic",
+        "scripts.data.synthetic",
         "--out_dir",
         str(out),
         "--num_train",

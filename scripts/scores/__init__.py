@@ -29,7 +29,7 @@ class ScoreSpec:
 
     Attributes:
         higher_is_harder: True when a larger value means a harder (or more suspicious) case.
-        strategy: the selection strategy its paper prescribes for pruning (``scripts.selection``
+        strategy: the selection strategy its paper prescribes for pruning (``scripts.core.selection``
             names: "ambiguous" keeps the middle band, "hard" keeps the hardest, "easy" drops the hardest).
         reference: where the prescription comes from.
     """
@@ -60,5 +60,5 @@ def hardness(values: np.ndarray, score: str) -> np.ndarray:
 
 
 def ease(values: np.ndarray, score: str) -> np.ndarray:
-    """The score oriented as DAD (low = hard), the orientation ``scripts.selection`` strategies take."""
+    """The score oriented as DAD (low = hard), the orientation ``scripts.core.selection`` strategies take."""
     return -hardness(values, score)

@@ -1,0 +1,48 @@
+"""How well a score ranks the known faulty cases as the hardest: AUROC and AUPRC over plain arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["auroc", "auprc"]
+
+
+def _prepare(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
+    h = np.asarray(hardness_values, dtype=np.float64)
+    y = np.asarray(is_fault, dtype=bool)
+    if h.shape != y.shape or h.ndim != 1:
+        raise ValueError(f"{h.shape} scores for {y.shape} labels")
+    # a missing score ranks as the hardest, as in scripts.core.selection.hardest_first
+    return np.where(np.isnan(h), np.inf, h), y
+
+
+def auroc(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> float:
+    """Area under the ROC curve of ranking faults as hardest (higher = harder); ties count one half
+    (the Mann-Whitney U statistic / (n_pos n_neg)). NaN when either class is empty."""
+    h, y = _prepare(hardness_values, is_fault)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    pos, neg = h[y], h[~y]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (n_pos * n_neg))
+
+
+def auprc(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> float:
+    """Average precision of ranking faults as hardest: sum over distinct thresholds of
+    (recall_k - recall_{k-1}) x precision_k, tied scores entering together (scikit-learn's
+    ``average_precision_score``). NaN without faults."""
+    h, y = _prepare(hardness_values, is_fault)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-h, kind="stable")
+    h, y = h[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(h) != 0), len(h) - 1]  # the last index of each tie group
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -1,0 +1,184 @@
+"""Stop rules that account for noise: when has the DAD ranking settled? (method-notes.md, section 2)
+
+Random crops and augmentation make every epoch's Dice noisy, so the moving distance L between windows
+never reaches 0: it levels off at a noise floor, and the paper's "L <= 1% of its maximum" may never hold.
+These rules compare the movement with that floor, or ask whether the ranking itself still changes.
+Plain functions over arrays, as in ``scripts.core.dynamics``.
+
+- ``split_half_floor``: the floor of L, measured inside one window: its first and second half are two
+  independent estimates of the same data map when nothing moves, so their distance, scaled, is the L
+  that noise alone gives between two whole windows.
+- ``noise_stop_index``: the first window pair whose L is within ``factor`` x that floor.
+- ``spearman``: the rank correlation of two windows' DAD; ``threshold_stop_index`` fires when it (or the
+  Jaccard overlap of the kept subsets) reaches a threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scripts.core.dynamics import moving_distance, window_stats
+
+__all__ = [
+    "RULES",
+    "split_half_floor",
+    "noise_stop_index",
+    "spearman",
+    "threshold_stop_index",
+    "rank_data",
+    "window_curve",
+    "fired_window",
+]
+
+
+def split_half_floor(dice: np.ndarray, epochs: Sequence[int], start: int, end: int, signed: bool = False) -> float:
+    """Noise floor of L for the window (start, end]: L between its two halves, divided by √2.
+
+    With per-epoch noise of variance s² and no trend, a mean over m epochs has variance s²/m. Two whole
+    windows (m = Δt each) differ by variance 2s²/Δt; two half windows (m = Δt/2) by 4s²/Δt, twice as
+    much, so the halves' distance over √2 estimates the distance between windows that noise alone makes
+    (the same holds to first order for the variability term). A trend inside the window raises it.
+    NaN when either half has no measured case.
+
+    Args:
+        dice: per-case Dice (n_cases, n_epochs), NaN where not measured.
+        epochs: the epoch of each column.
+        start, end: the window (start, end].
+        signed: the paper's signed sum instead of absolute moves.
+    """
+    epochs = np.asarray(epochs)
+    inside = np.sort(epochs[(epochs > start) & (epochs <= end)])
+    if len(inside) < 2:
+        return float("nan")
+    middle = inside[len(inside) // 2 - 1]
+    first = window_stats(dice, epochs, start, middle)
+    second = window_stats(dice, epochs, middle, end)
+    return moving_distance(*first, *second, signed=signed) / math.sqrt(2.0)
+
+
+def noise_stop_index(distances: Sequence[float], floors: Sequence[float], factor: float = 1.0) -> int | None:
+    """Index of the first L that is <= ``factor`` x its noise floor: the data map moves no more than noise
+    would make it move. Undefined values (NaN) never fire. None when the rule has not fired."""
+    if factor <= 0:
+        raise ValueError(f"noise factor must be > 0, got {factor}")
+    for k, (value, floor) in enumerate(zip(distances, floors)):
+        if not (np.isnan(value) or np.isnan(floor)) and value <= factor * floor:
+            return k
+    return None
+
+
+def rank_data(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their mean rank (as scipy.stats.rankdata's 'average')."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two per-case scores over the cases defined in both; NaN when fewer
+    than 3 such cases or when either is constant."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    both = ~(np.isnan(a) | np.isnan(b))
+    if both.sum() < 3:
+        return float("nan")
+    ra, rb = rank_data(a[both]), rank_data(b[both])
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = math.sqrt(float(np.sum(ra**2) * np.sum(rb**2)))
+    return float(np.sum(ra * rb) / denom) if denom > 0 else float("nan")
+
+
+def threshold_stop_index(values: Sequence[float], threshold: float) -> int | None:
+    """Index of the first value >= ``threshold`` (a rank correlation or subset overlap between consecutive
+    windows); NaN never fires. None when none does."""
+    for k, value in enumerate(values):
+        if not np.isnan(value) and value >= threshold:
+            return k
+    return None
+
+
+RULES = ("distance", "overlap", "noise", "rank")
+
+
+def window_curve(
+    epochs: np.ndarray,
+    dice: np.ndarray,
+    last_epoch: int,
+    delta_t: int,
+    overlap_rate: float = 0.3,
+    signed: bool = False,
+) -> list[dict[str, Any]]:
+    """Every complete window of ``delta_t`` epochs up to ``last_epoch``: its measured cases and noise
+    floor, and against the previous window L (both forms), the Jaccard overlap of the subsets the
+    ambiguous strategy keeps at ``overlap_rate``, and the Spearman correlation of the DAD.
+
+    Args:
+        epochs, dice: ``DynamicsRecord.dice_matrix()``: epochs (n_epochs,), Dice (n_cases, n_epochs).
+    """
+    from scripts.core.dynamics import jaccard, window_bounds
+    from scripts.core.strategies import select
+
+    rows: list[dict[str, Any]] = []
+    prev = prev_kept = None
+    for w, (start, end) in enumerate(window_bounds(last_epoch, delta_t), start=1):
+        stats = window_stats(dice, epochs, start, end)
+        measured = int(np.sum(~np.isnan(stats[0])))
+        kept = select(stats[0], overlap_rate, "ambiguous")
+        row: dict[str, Any] = {"window": w, "epoch_start": start + 1, "epoch_end": end, "measured": measured}
+        row["window_floor"] = split_half_floor(dice, epochs, start, end, signed=signed)
+        if prev is not None:
+            row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
+            row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
+            row["distance"] = row["distance_signed" if signed else "distance_abs"]
+            # the noise both windows of the pair carry
+            row["noise_floor"] = float(np.mean([rows[-1]["window_floor"], row["window_floor"]]))
+            # subsets picked from a window without measurements mean nothing: no overlap either
+            empty = measured == 0 or rows[-1]["measured"] == 0
+            row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
+            row["spearman"] = spearman(prev[0], stats[0])
+        rows.append(row)
+        prev, prev_kept = stats, kept
+    largest = -np.inf
+    for row in rows[1:]:
+        largest = largest if np.isnan(row["distance"]) else max(largest, row["distance"])
+        row["max_distance"] = largest if largest > -np.inf else float("nan")
+        row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
+    return rows
+
+
+def fired_window(
+    rows: Sequence[dict[str, Any]],
+    rule: str,
+    stop_fraction: float = 0.01,
+    overlap_threshold: float = 0.9,
+    noise_factor: float = 1.0,
+    rank_threshold: float = 0.95,
+) -> int | None:
+    """Index into ``rows[1:]`` (the window pairs) where ``rule`` fires, or None:
+    "distance" (the paper's: L <= stop_fraction x its maximum so far), "overlap" (kept subsets' Jaccard
+    >= overlap_threshold), "noise" (L <= noise_factor x the split-half noise floor), "rank" (Spearman of
+    consecutive windows' DAD >= rank_threshold)."""
+    from scripts.core.dynamics import stop_index
+
+    pairs = rows[1:]
+    if rule == "distance":
+        return stop_index([r["distance"] for r in pairs], stop_fraction)
+    if rule == "overlap":
+        return threshold_stop_index([r["kept_jaccard"] for r in pairs], overlap_threshold)
+    if rule == "noise":
+        return noise_stop_index([r["distance"] for r in pairs], [r["noise_floor"] for r in pairs], noise_factor)
+    if rule == "rank":
+        return threshold_stop_index([r["spearman"] for r in pairs], rank_threshold)
+    raise ValueError(f"unknown stop rule {rule!r}; expected one of {RULES}")

@@ -1,0 +1,139 @@
+"""Data lists: Decathlon-style JSON read through MONAI, every entry tagged with a case id and center."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import load_decathlon_datalist
+
+from scripts.data.case_ids import case_id_of
+
+__all__ = ["case_id_of", "ensure_splits", "image_list", "load_datalist"]
+
+
+def load_datalist(
+    dataset_json: str | os.PathLike,
+    key: str = "training",
+    limit: int | None = None,
+    default_center: str | None = None,
+    check_files: bool = True,
+) -> list[dict]:
+    """Read one list of a Decathlon-style data set with MONAI's ``load_decathlon_datalist``.
+
+    Entries keep every key they carry; those without ``case_id`` get one from the image file name,
+    those without ``center`` get ``default_center`` (default: the data set folder's name).
+
+    Args:
+        dataset_json: path of ``dataset.json`` (or any Decathlon-format data list).
+        key: which list: "training", "validation", "test", ...
+        limit: keep only the first ``limit`` entries (tiny runs, tests); None keeps all.
+        default_center: center name for entries that have none.
+        check_files: raise ``FileNotFoundError`` naming the case when an image or label is missing.
+    """
+    dataset_json = Path(dataset_json)
+    entries = load_decathlon_datalist(dataset_json, is_segmentation=True, data_list_key=key)
+    if limit is not None:
+        entries = entries[: int(limit)]
+    center = default_center or dataset_json.parent.name
+    for entry in entries:
+        entry.setdefault("case_id", case_id_of(entry["image"]))
+        entry.setdefault("center", center)
+        if check_files:
+            for field in ("image", "label"):
+                if field in entry and not Path(entry[field]).is_file():
+                    raise FileNotFoundError(f"case {entry['case_id']}: {field} file not found: {entry[field]}")
+    return entries
+
+
+def image_list(source: str | os.PathLike, key: str = "test") -> list[dict]:
+    """Images to segment: every NIfTI file in a folder, or the ``key`` list of a Decathlon-style JSON."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        if not files:
+            raise FileNotFoundError(f"no .nii/.nii.gz images in {source}")
+        return [{"image": str(p), "case_id": case_id_of(p)} for p in files]
+    if source.is_file():
+        return [{k: d[k] for k in ("image", "case_id") if k in d} for d in load_datalist(source, key)]
+    raise FileNotFoundError(f"inference input not found: {source}")
+
+
+def _labelled(entries: Any) -> bool:
+    return bool(entries) and all(isinstance(d, Mapping) and "label" in d for d in entries)
+
+
+def ensure_splits(
+    dataset_json: str | os.PathLike,
+    out_json: str | os.PathLike,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> str:
+    """The data list to train on: ``dataset_json`` itself when it has a validation list and a labelled
+    test list; otherwise a copy written to ``out_json`` whose missing parts are carved from training.
+
+    A user's Decathlon ``dataset.json`` usually has neither: MSD's ``test`` lists unlabelled images, and
+    pruning can only be judged on labelled cases no model trained on. The test part
+    (round(test_fraction·n)) is drawn first, then the validation part (round(val_fraction·rest), at least
+    one case), each a seeded sample of the training list; the copy's ``split`` section says what was
+    carved and why, and every path in it is absolute.
+    """
+    import json
+
+    from scripts.data.combine import split_counts
+    from scripts.utils.atomic import write_json_atomic
+
+    content = json.loads(Path(dataset_json).read_text())
+    has_val, has_test = _labelled(content.get("validation")), _labelled(content.get("test"))
+    if has_val and has_test:
+        return str(dataset_json)
+    training = load_datalist(dataset_json, "training", check_files=False)
+    n = len(training)
+    _, n_val, n_test = split_counts(n, 0.0 if has_test else test_fraction, 0.0 if has_val else val_fraction)
+    if (not has_val and n_val == 0) or (not has_test and n_test == 0):
+        raise ValueError(
+            f"{dataset_json}: {n} training cases are too few to carve a validation and a test part "
+            "(give the data list its own 'validation' and labelled 'test' lists)"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    test = [training[i] for i in sorted(order[:n_test])]
+    val = [training[i] for i in sorted(order[n_test : n_test + n_val])]
+    carved = {d["case_id"] for d in test + val}
+    lists = {
+        k: load_datalist(dataset_json, k, check_files=False)
+        for k in ("validation", "test")
+        if _labelled(content.get(k))
+    }
+    split = {
+        **{k: v for k, v in content.items() if k not in ("training", "validation", "test", "numTraining", "numTest")},
+        "training": [d for d in training if d["case_id"] not in carved],
+        "validation": lists.get("validation", val),
+        "test": lists.get("test", test),
+        "split": {
+            "source": str(Path(dataset_json).resolve()),
+            "seed": int(seed),
+            "carved_validation": [] if has_val else [d["case_id"] for d in val],
+            "carved_test": [] if has_test else [d["case_id"] for d in test],
+            "note": "carved from the training list: "
+            + ", ".join(
+                w
+                for w, missing in (
+                    ("validation (none given)", not has_val),
+                    ("test (no labelled test list)", not has_test),
+                )
+                if missing
+            ),
+        },
+    }
+    split["numTraining"] = len(split["training"])
+    write_json_atomic(out_json, split)
+    logging.getLogger("data").info(
+        f"{dataset_json}: {split['split']['note']}; {len(val) if not has_val else 0} validation and "
+        f"{len(test) if not has_test else 0} test cases (seed {seed}); training on {split['numTraining']}: {out_json}"
+    )
+    return str(out_json)

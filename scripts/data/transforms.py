@@ -1,0 +1,120 @@
+"""Two MONAI-style transforms the real-data presets (configs/presets/) use:
+``RobustZScored`` (MRI intensity normalisation that copes with mixed ranges and outliers) and
+``MapLabelsByCenterd`` (label mapping chosen by each case's center, for combined data sets whose
+sources code their labels differently).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapLabelValue, MapTransform
+
+__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore"]
+
+
+def robust_zscore(
+    image: torch.Tensor | np.ndarray, lower: float = 0.5, upper: float = 99.5, nonzero: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Clip each channel to the [lower, upper] percentiles of its voxels, then z-score with their mean and std.
+
+    With ``nonzero`` only non-zero voxels count and are changed (zeros, e.g. outside a skull-stripped
+    brain or added by padding, stay 0), as in nnU-Net's MRI normalisation. Works the same whatever the
+    stored range (uint8 0..255, float 0..4000, 1e6 outliers): after clipping the scale cancels out.
+    Returns float32, a ``MetaTensor`` when given one.
+    """
+    out = (image if isinstance(image, torch.Tensor) else torch.as_tensor(image)).to(torch.float32).clone()
+    for c in range(out.shape[0]):
+        channel = out[c]
+        mask = channel != 0 if nonzero else torch.ones_like(channel, dtype=torch.bool)
+        values = channel[mask]
+        if values.numel() == 0:
+            continue
+        lo, hi = np.percentile(values.detach().cpu().numpy().astype(np.float64), [lower, upper])
+        values = values.clamp(float(lo), float(hi))
+        mean = values.mean()
+        std = values.std(unbiased=False)
+        channel[mask] = (values - mean) / torch.clamp(std, min=eps)
+    return out
+
+
+class RobustZScored(MapTransform):
+    """Dictionary transform of :func:`robust_zscore`: percentile clipping, then z-score (non-zero voxels).
+
+    Args:
+        keys: keys of the images to normalise.
+        lower, upper: percentiles (0-100) of the (non-zero) voxels to clip to, per channel.
+        nonzero: compute statistics over, and change, non-zero voxels only.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        nonzero: bool = True,
+        eps: float = 1e-8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ValueError(f"need 0 <= lower < upper <= 100, got {lower}, {upper}")
+        self.lower, self.upper, self.nonzero, self.eps = float(lower), float(upper), bool(nonzero), float(eps)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = robust_zscore(d[key], self.lower, self.upper, self.nonzero, self.eps)
+        return d
+
+
+class MapLabelsByCenterd(MapTransform):
+    """Map label values with a table chosen by the case's center (``MapLabelValue`` per center).
+
+    Combined data sets code labels per source: MSD Pancreas 1 pancreas / 2 tumour, NIH 1 pancreas,
+    WORD 8 pancreas among 16 organs. Each entry carries its source as ``center`` (scripts.data.combine).
+
+    Args:
+        keys: label keys.
+        maps: ``{center: {"orig_labels": [...], "target_labels": [...]}}``; values not listed in
+            ``orig_labels`` are kept as they are (as in ``MapLabelValue``).
+        center_key: the entry key naming the center.
+        default: the table for centers missing from ``maps``; None makes such a center an error.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        maps: Mapping[str, Mapping[str, Sequence]],
+        center_key: str = "center",
+        default: Mapping[str, Sequence] | None = None,
+        dtype: str | np.dtype | torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.center_key = center_key
+        self.mappers = {str(c): self._mapper(str(c), m, dtype) for c, m in maps.items()}
+        self.default = None if default is None else self._mapper("default", default, dtype)
+
+    @staticmethod
+    def _mapper(center: str, table: Mapping[str, Sequence], dtype) -> MapLabelValue:
+        try:
+            orig, target = list(table["orig_labels"]), list(table["target_labels"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"label map of center {center!r} needs orig_labels and target_labels") from e
+        return MapLabelValue(orig_labels=orig, target_labels=target, dtype=dtype)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        center = str(d.get(self.center_key, ""))
+        mapper = self.mappers.get(center, self.default)
+        if mapper is None:
+            raise KeyError(
+                f"case {d.get('case_id', '?')}: no label map for center {center!r}; known: {sorted(self.mappers)}"
+            )
+        for key in self.key_iterator(d):
+            d[key] = mapper(d[key])
+        return d

@@ -1,0 +1,91 @@
+"""Resuming a killed stage-1 run: a checkpoint of everything training needs (model, optimizer, scheduler,
+the trainer's epoch) written atomically at the end of every epoch, and loaded, with the dynamics record
+cut back to the same epoch, when the run is started again with ``resume``.
+
+Epochs after the checkpoint (one the kill interrupted, or whose record was written just before the kill)
+are dropped from the record and trained again, so the record ends with exactly one row per (case, epoch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+
+from scripts.data.record import DynamicsRecord
+from scripts.utils.atomic import atomic_output
+from scripts.utils.flags import as_bool
+
+__all__ = ["ResumeCheckpoint"]
+
+
+class ResumeCheckpoint:
+    """Ignite handler: save ``save_dict`` and the trainer's state every epoch; with ``resume``, load them
+    when training starts (Ignite's ``Checkpoint.load_objects``, as MONAI's ``CheckpointLoader`` does).
+
+    Args:
+        ckpt_dir: where ``filename`` is written.
+        save_dict: objects with ``state_dict``/``load_state_dict`` (model, optimizer, lr scheduler).
+        record: the stage-1 dynamics record to cut back to the checkpoint's epoch on resume.
+        record_path: the record file of the interrupted run (``dynamics.csv``).
+        resume: load the checkpoint when training starts (a missing checkpoint starts from epoch 1).
+        map_location: where tensors are loaded.
+        save_rank: the rank that writes.
+    """
+
+    def __init__(
+        self,
+        ckpt_dir: str | os.PathLike,
+        save_dict: Mapping[str, Any],
+        record: DynamicsRecord | None = None,
+        record_path: str | os.PathLike | None = None,
+        resume: bool = False,
+        filename: str = "resume.pt",
+        map_location: Any = "cpu",
+        save_rank: int = 0,
+    ) -> None:
+        self.path = Path(ckpt_dir) / filename
+        self.save_dict = dict(save_dict)
+        self.record = record
+        self.record_path = None if record_path is None else Path(record_path)
+        self.resume = as_bool(resume, "resume")
+        self.map_location = map_location
+        self.save_rank = save_rank
+        self.logger = logging.getLogger("ResumeCheckpoint")
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume and not engine.has_event_handler(self.load, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.load)
+        if not engine.has_event_handler(self.save, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def save(self, engine: Engine) -> None:
+        if idist.get_rank() != self.save_rank:
+            return
+        state = {k: v.state_dict() for k, v in self.save_dict.items()}
+        state["trainer"] = engine.state_dict()
+        with atomic_output(self.path) as tmp:
+            torch.save(state, tmp)
+
+    def load(self, engine: Engine) -> None:
+        if not self.path.is_file():
+            self.logger.info(f"resume: no checkpoint at {self.path}, training from epoch 1")
+            return
+        checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=False)
+        max_epochs = engine.state.max_epochs  # the command's epochs win over the checkpoint's
+        Checkpoint.load_objects({**self.save_dict, "trainer": engine}, checkpoint)
+        engine.state.max_epochs = max_epochs
+        epoch = engine.state.epoch
+        if self.record is not None and self.record_path is not None and self.record_path.is_file():
+            kept = self.record.restore(self.record_path, up_to_epoch=epoch)
+            self.logger.info(
+                f"resume: dynamics record restored for epochs {kept[:1]}..{kept[-1:]} of {self.record_path}"
+            )
+        self.logger.info(f"resume: continuing after epoch {epoch} from {self.path}")

@@ -1,0 +1,2 @@
+"""The bundle's workflows beyond training: prune, evaluate, scoring, fault detection, and the pipeline that
+chains them."""
