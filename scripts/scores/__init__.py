@@ -11,7 +11,7 @@ One module per score, each a set of plain functions over arrays/tensors with sha
 - ``label_quality``: cleanlab's segmentation softmin score and MONAI's ``label_quality_score``.
 
 ``SCORES`` says, for every score column of the record, which direction is hard and which selection
-strategy its paper prescribes (see README, "Baseline scores").
+strategy its paper prescribes (docs/baseline_scores.md).
 """
 
 from __future__ import annotations
