@@ -37,7 +37,7 @@ from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.workflows.progress import run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
-__all__ = ["run_audit", "fold_commands", "merge_folds"]
+__all__ = ["run_audit", "fold_commands", "merge_folds", "run_once"]
 
 ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger("audit")
@@ -78,7 +78,7 @@ def fold_commands(
     return {"training": training, "scoring": scoring}
 
 
-def _run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
+def run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
     """Run a fold's command unless its marker says the same command finished; returns its wall time."""
     done = fold_dir / f"{name}.done.json"
     if done.is_file() and json.loads(done.read_text()).get("cmd") == cmd:
@@ -170,7 +170,7 @@ def run_audit(
         write_json_atomic(fold_dir / "heldout.json", heldout)
         commands = fold_commands(fold_dir, config_files, overrides, launcher)
         for name in ("training", "scoring"):
-            cost[f"{name}_wall_s"].append(_run_once(name, commands[name], fold_dir))
+            cost[f"{name}_wall_s"].append(run_once(name, commands[name], fold_dir))
         records.append(DynamicsRecord.load(fold_dir / "scoring" / "dynamics.csv"))
         checkpoints.append(fold_dir / "models" / FINAL_CHECKPOINT)
     record = merge_folds(records, ids, assignment)

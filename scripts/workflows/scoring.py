@@ -209,9 +209,7 @@ def finish_audit(
         "description": f"the {len(ids)} labelled cases scored from {Path(dataset_json).resolve()}",
         "tensorImageSize": "3D",
         "numTraining": len(ids),
-        "training": [
-            {**c, **({} if f is None else {"fold": int(f)})} for c, f in zip(cases, folds)
-        ],  # fmt: skip
+        "training": [{**c, **({} if f is None else {"fold": int(f)})} for c, f in zip(cases, folds)],  # fmt: skip
     }
     write_json_atomic(out / "scored_datalist.json", scored)
     write_json_atomic(
