@@ -130,3 +130,19 @@ def test_a_two_fold_audit_scores_every_case_once_and_goes_on_where_it_stopped(tm
 
 def _cases(content):
     return [{"case_id": Path(d["image"]).name.removesuffix(".nii.gz")} for d in content["training"]]
+
+
+def test_a_fold_list_trains_on_every_other_case_with_test_fraction_0(tmp_path):
+    from scripts.data.lists import ensure_splits
+
+    for name in ("a", "b", "c", "d"):
+        for kind in ("img", "lab"):
+            (tmp_path / f"{name}_{kind}.nii.gz").write_bytes(b"")
+    entries = [{"image": f"{n}_img.nii.gz", "label": f"{n}_lab.nii.gz", "case_id": n} for n in "abcd"]
+    train, _ = fold_datalists(entries, [0, 1, 0, 1], 1)
+    (tmp_path / "fold.json").write_text(json.dumps(train))
+    split = json.loads(Path(ensure_splits(tmp_path / "fold.json", tmp_path / "split.json", 0.1, 0.0)).read_text())
+    assert [d["case_id"] for d in split["training"]] == ["a", "c"] and split["test"] == []
+    assert [d["case_id"] for d in split["validation"]] == ["b", "d"]
+    with pytest.raises(ValueError, match="too few to carve"):
+        ensure_splits(tmp_path / "fold.json", tmp_path / "split2.json", 0.1, 0.2)  # 2 cases: no test part of 20%

@@ -92,7 +92,8 @@ def _predict(parts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[np.nda
 
 
 def _title(row: Mapping[str, str], problem: str) -> str:
-    scores = " · ".join(f"{k} {float(row[k]):.3g}" for k in SHOWN if row.get(k) not in (None, ""))
+    names = {"dad": "Dice", "el2n": "EL2N", "monai_lq": "MONAI LQ", "rank_average": "rank avg"}
+    scores = " · ".join(f"{names.get(k, k)} {float(row[k]):.3g}" for k in SHOWN if row.get(k) not in (None, ""))
     fold = f" · fold {row['fold']}" if row.get("fold") not in (None, "") else ""
     epochs = f"{row['model_epochs']} epochs" if row.get("model_epochs") else "epochs unknown"
     return (
