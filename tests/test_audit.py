@@ -146,3 +146,22 @@ def test_a_fold_list_trains_on_every_other_case_with_test_fraction_0(tmp_path):
     assert [d["case_id"] for d in split["validation"]] == ["b", "d"]
     with pytest.raises(ValueError, match="too few to carve"):
         ensure_splits(tmp_path / "fold.json", tmp_path / "split2.json", 0.1, 0.2)  # 2 cases: no test part of 20%
+
+
+def test_fold_trainings_run_under_a_launcher_with_the_multi_gpu_config(tmp_path):
+    from scripts.workflows.audit import fold_commands
+
+    cmds = fold_commands(
+        tmp_path / "fold0", ["configs/presets/hippocampus.yaml"], {"epochs": 3}, "torchrun --nproc_per_node 2"
+    )
+    train, score = cmds["training"], cmds["scoring"]
+    assert train[:4] == ["torchrun", "--nproc_per_node", "2", "-m"] and train[4:7] == [
+        "monai.bundle",
+        "run",
+        "training",
+    ]
+    configs = json.loads(train[train.index("--config_file") + 1])
+    assert [Path(c).name for c in configs] == ["train.yaml", "hippocampus.yaml", "multi_gpu_train.yaml"]
+    assert train[train.index("--epochs") + 1] == "3" and train[train.index("--test_fraction") + 1] == "0"
+    assert score[score.index("--checkpoint") + 1] == str(tmp_path / "fold0" / "models" / "checkpoint_final.pt")
+    assert "multi_gpu_train.yaml" not in score[score.index("--config_file") + 1]  # scoring: one process

@@ -84,3 +84,12 @@ def test_scoring_ranks_every_case_of_a_training_only_list_and_of_all_lists(tmp_p
     assert len(rows) == 10
     assert sorted(r["list"] for r in rows) == ["test"] * 2 + ["training"] * 6 + ["validation"] * 2
     assert (tmp_path / "s2" / "audit_detection.md").is_file()  # the synthetic set has its faults.csv
+    # the exported subset stays retrainable: kept training cases only, validation and test as they were
+    subset = json.loads((tmp_path / "s2" / "prune" / "subset_datalist.json").read_text())
+    names = {
+        k: [Path(d["image"]).name.removesuffix(".nii.gz") for d in content[k]]
+        for k in ("training", "validation", "test")
+    }
+    assert {d["case_id"] for d in subset["training"]} <= set(names["training"])
+    assert [d["case_id"] for d in subset["validation"]] == names["validation"]
+    assert [d["case_id"] for d in subset["test"]] == names["test"]

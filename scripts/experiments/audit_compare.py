@@ -21,7 +21,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.scores import hardness
 from scripts.scores.rank_average import rank_average
 from scripts.utils.atomic import write_csv_atomic, write_text_atomic
-from scripts.workflows.audit import _cli_value, _config, run_audit, run_once
+from scripts.workflows.audit import cli_value, config_arg, run_audit, run_once
 from scripts.workflows.fault_detection import read_fault_manifest, scores_at
 from scripts.workflows.scoring import RANK_AVERAGE_OF, audit_detection, case_scores
 
@@ -74,18 +74,18 @@ def compare_audits(
     config_files = [config_file] if isinstance(config_file, str) else list(config_file)
     work = Path(work_dir)
     faults = read_fault_manifest(Path(dataset_json).parent / "faults.csv")
-    settings = [a for k, v in overrides.items() for a in (f"--{k}", _cli_value(v))]
+    settings = [a for k, v in overrides.items() for a in (f"--{k}", cli_value(v))]
     stage1, insample = work / "stage1", work / "insample"
     train_cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training",
-        "--config_file", _config(["configs/train.yaml", *config_files]), "--dataset_json", dataset_json,
+        "--config_file", config_arg(["configs/train.yaml", *config_files]), "--dataset_json", dataset_json,
         "--output_dir", str(stage1), "--ckpt_dir", str(stage1 / "models"), "--early_prune", "False",
         "--test_fraction", "0", "--score_patches", "True", "--score_checkpoints", "True", *settings,
     ]  # fmt: skip
     train_wall = run_once("training", train_cmd, stage1)
     score_cmd = [
         sys.executable, "-m", "monai.bundle", "run", "scoring",
-        "--config_file", _config(["configs/train.yaml", *config_files, "configs/scoring.yaml"]),
+        "--config_file", config_arg(["configs/train.yaml", *config_files, "configs/scoring.yaml"]),
         "--dataset_json", dataset_json, "--output_dir", str(insample),
         "--checkpoint", str(stage1 / "models" / "checkpoint_final.pt"), "--scoring_report", "False", *settings,
     ]  # fmt: skip

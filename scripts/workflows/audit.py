@@ -37,18 +37,18 @@ from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.workflows.progress import run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
-__all__ = ["run_audit", "fold_commands", "merge_folds", "run_once"]
+__all__ = ["run_audit", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg"]
 
 ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger("audit")
 FINAL_CHECKPOINT = "checkpoint_final.pt"
 
 
-def _cli_value(value: Any) -> str:
+def cli_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
-def _config(files: Sequence[str]) -> str:
+def config_arg(files: Sequence[str]) -> str:
     return json.dumps([str(ROOT / f) if not Path(f).is_absolute() else f for f in files])
 
 
@@ -60,18 +60,18 @@ def fold_commands(
 ) -> dict[str, list[str]]:
     """The two bundle commands of one fold: ``training`` (under ``launcher`` when given, e.g. torchrun)
     and ``scoring``. ``config_files`` (presets) merge after train.yaml; ``overrides`` reach both runs."""
-    settings = [a for k, v in (overrides or {}).items() for a in (f"--{k}", _cli_value(v))]
+    settings = [a for k, v in (overrides or {}).items() for a in (f"--{k}", cli_value(v))]
     multi = ["configs/multi_gpu_train.yaml"] if launcher else []
     train_prefix = [*shlex.split(launcher), "-m"] if launcher else [sys.executable, "-m"]
     training = [
         *train_prefix, "monai.bundle", "run", "training",
-        "--config_file", _config(["configs/train.yaml", *config_files, *multi]),
+        "--config_file", config_arg(["configs/train.yaml", *config_files, *multi]),
         "--dataset_json", str(fold_dir / "datalist.json"), "--output_dir", str(fold_dir / "train"),
         "--ckpt_dir", str(fold_dir / "models"), "--early_prune", "False", "--test_fraction", "0", *settings,
     ]  # fmt: skip
     scoring = [
         sys.executable, "-m", "monai.bundle", "run", "scoring",
-        "--config_file", _config(["configs/train.yaml", *config_files, "configs/scoring.yaml"]),
+        "--config_file", config_arg(["configs/train.yaml", *config_files, "configs/scoring.yaml"]),
         "--dataset_json", str(fold_dir / "heldout.json"), "--output_dir", str(fold_dir / "scoring"),
         "--checkpoint", str(fold_dir / "models" / FINAL_CHECKPOINT), "--scoring_report", "False", *settings,
     ]  # fmt: skip

@@ -8,6 +8,7 @@ tables when the data set has a fault manifest. See ``configs/scoring.yaml`` and 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -166,6 +167,27 @@ def _detection_markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _retrainable_subset(subset_json: Path, cases: Sequence[Mapping[str, Any]], dataset_json: str | os.PathLike) -> None:
+    """Make the exported subset one a retraining can read: its training list the kept cases of the data
+    list's training list only (a scored validation or test case never becomes training data), the data
+    list's other labelled lists as they are."""
+    subset = json.loads(subset_json.read_text())
+    kept = {d["case_id"] for d in subset["training"]}
+    training = [dict(c) for c in cases if c.get("list") == "training" and c["case_id"] in kept]
+    content = json.loads(Path(dataset_json).read_text())
+    others = {k: labelled_cases(dataset_json, k) for k in AUDIT_LISTS[1:] if content.get(k)}
+    subset.update(
+        training=[{k: v for k, v in d.items() if k not in ("list", "fold")} for d in training],
+        numTraining=len(training),
+        **{k: [{f: v for f, v in d.items() if f != "list"} for d in entries] for k, entries in others.items()},
+    )
+    subset["description"] = (
+        f"{len(training)} training cases kept (of the {len(kept)} kept among all {len(cases)} scored cases); "
+        "validation and test lists unchanged"
+    )
+    write_json_atomic(subset_json, subset)
+
+
 def finish_audit(
     output_dir: str | os.PathLike,
     cases: Sequence[Mapping[str, Any]],
@@ -237,6 +259,7 @@ def finish_audit(
         report=report,
         faults_csv=faults if faults.is_file() else None,
     )
+    _retrainable_subset(out / "prune" / "subset_datalist.json", cases, dataset_json)
     scores = case_scores(record, epoch)
     rows = ranking_rows(cases, scores, models, model_epochs, folds, rank_by)
     write_csv_atomic(out / "ranking.csv", list(rows[0]), [[_cell(v) for v in r.values()] for r in rows])
