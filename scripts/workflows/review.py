@@ -62,8 +62,10 @@ def _bundle_parts(config_files: Sequence[str], overrides: Mapping[str, Any]) -> 
     parser.read_config(files)
     for key, value in overrides.items():
         parser[key] = value
+    device = parser.get_parsed_content("device")
     return {
-        "network": parser.get_parsed_content("network_def"),
+        "device": device,
+        "network": parser.get_parsed_content("network_def").to(device),
         "preprocessing": parser.get_parsed_content("validate#preprocessing"),
         "inferer": parser.get_parsed_content("validate#inferer"),
         "num_classes": int(parser.get_parsed_content("num_classes")),
@@ -86,7 +88,8 @@ def _predict(parts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[np.nda
 
     data = parts["preprocessing"]({"image": entry["image"], "label": entry["label"]})
     with torch.no_grad():
-        logits = parts["inferer"](torch.as_tensor(data["image"])[None].float(), parts["network"])
+        image = torch.as_tensor(data["image"])[None].float().to(parts["device"])
+        logits = parts["inferer"](image, parts["network"])
     pred = logits.argmax(1)[0].cpu().numpy()
     return np.asarray(data["image"][0]), np.asarray(data["label"][0]).astype(np.int64), pred.astype(np.int64)
 
