@@ -43,7 +43,8 @@ def test_stage1_scores_then_scoring_workflow(tmp_path):
         "--output_dir", str(out), "--checkpoint", models + "/model.pt",
     )  # fmt: skip
     scored = read_dynamics(out / "dynamics.csv")
-    assert list(scored["source"]) == ["volumes"] * 6 and set(scored["epoch"]) == {1}
+    # every labelled case: the 6 training, 2 validation and 2 test cases
+    assert list(scored["source"]) == ["volumes"] * 10 and set(scored["epoch"]) == {1}
     assert ((scored["cleanlab"] >= 0) & (scored["cleanlab"] <= 1)).all()
     assert (out / "prune" / "selection.csv").is_file() and (out / "prune" / "report" / "report.md").is_file()
     assert "| el2nx |" in (out / "fault_detection.md").read_text()

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["auroc", "auprc"]
+__all__ = ["auroc", "auprc", "precision_at_k"]
 
 
 def _prepare(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
@@ -46,3 +46,23 @@ def auprc(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> float:
     precision = tp / (last + 1)
     recall = tp / n_pos
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def precision_at_k(hardness_values: Sequence[float], is_fault: Sequence[bool], k: int) -> float:
+    """Precision among the ``k`` hardest cases (what a reviewer sees first): faults among them / k.
+
+    A tie group straddling the k-th place counts its faults in proportion to the places it fills (the
+    expected precision under a random order of the tied cases); a missing score ranks as the hardest;
+    ``k`` above the number of cases counts all of them. NaN without cases.
+    """
+    h, y = _prepare(hardness_values, is_fault)
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    k = min(int(k), len(h))
+    if k == 0:
+        return float("nan")
+    cut = np.sort(h)[::-1][k - 1]  # the k-th largest hardness
+    above, tied = h > cut, h == cut
+    places = k - int(above.sum())
+    faults = y[above].sum() + places * y[tied].sum() / tied.sum()
+    return float(faults / k)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,9 @@ from monai.data import load_decathlon_datalist
 
 from scripts.data.case_ids import case_id_of
 
-__all__ = ["case_id_of", "ensure_splits", "image_list", "load_datalist"]
+__all__ = ["AUDIT_LISTS", "case_id_of", "ensure_splits", "image_list", "labelled_cases", "load_datalist"]
+
+AUDIT_LISTS = ("training", "validation", "test")
 
 
 def load_datalist(
@@ -63,6 +65,44 @@ def image_list(source: str | os.PathLike, key: str = "test") -> list[dict]:
     raise FileNotFoundError(f"inference input not found: {source}")
 
 
+def labelled_cases(
+    dataset_json: str | os.PathLike,
+    lists: str | Sequence[str] = AUDIT_LISTS,
+    limit: int | None = None,
+) -> list[dict]:
+    """Every labelled case of the named lists of a data list, in list order, each tagged with the list it
+    came from (``entry["list"]``): what an audit scores. Entries without a label (MSD's test images) are
+    left out; a list the file does not have is skipped; ``limit`` keeps the first N training cases (as
+    ``num_train_cases`` does for stage 1). A case in two lists is refused: its label would be scored twice.
+    """
+    import json
+
+    names = [lists] if isinstance(lists, str) else list(lists)
+    unknown = [k for k in names if k not in AUDIT_LISTS]
+    if unknown:
+        raise ValueError(f"unknown data lists {unknown}: an audit scores any of {list(AUDIT_LISTS)}")
+    content = json.loads(Path(dataset_json).read_text())
+    cases: list[dict] = []
+    seen: dict[str, str] = {}
+    for name in names:
+        if not content.get(name):
+            continue
+        entries = load_datalist(dataset_json, name, limit=limit if name == "training" else None)
+        for entry in entries:
+            if "label" not in entry:
+                continue
+            if entry["case_id"] in seen:
+                raise ValueError(
+                    f"case {entry['case_id']} is in both the {seen[entry['case_id']]} and the {name} list of "
+                    f"{dataset_json}: give each case once, or audit one of the lists (--scoring_lists)"
+                )
+            seen[entry["case_id"]] = name
+            cases.append({**entry, "list": name})
+    if not cases:
+        raise ValueError(f"{dataset_json}: no labelled case in the lists {names}: nothing to audit")
+    return cases
+
+
 def _labelled(entries: Any) -> bool:
     return bool(entries) and all(isinstance(d, Mapping) and "label" in d for d in entries)
 
@@ -95,7 +135,8 @@ def ensure_splits(
     training = load_datalist(dataset_json, "training", check_files=False)
     n = len(training)
     _, n_val, n_test = split_counts(n, 0.0 if has_test else test_fraction, 0.0 if has_val else val_fraction)
-    if (not has_val and n_val == 0) or (not has_test and n_test == 0):
+    # test_fraction 0 asks for no test part (an audit's fold trains on all but its held-out fold)
+    if (not has_val and n_val == 0) or (not has_test and n_test == 0 and test_fraction > 0):
         raise ValueError(
             f"{dataset_json}: {n} training cases are too few to carve a validation and a test part "
             "(give the data list its own 'validation' and labelled 'test' lists)"
@@ -124,7 +165,7 @@ def ensure_splits(
                 w
                 for w, missing in (
                     ("validation (none given)", not has_val),
-                    ("test (no labelled test list)", not has_test),
+                    ("test (no labelled test list)", not has_test and n_test > 0),
                 )
                 if missing
             ),

@@ -166,6 +166,12 @@ class DynamicsRecord:
             matrix[:, j] = case_dice(self._epochs[e][1])
         return np.asarray(epochs, dtype=np.int64), matrix
 
+    def class_dice(self, epoch: int) -> np.ndarray:
+        """The per-class Dice of every case at ``epoch``, shape (n_cases, num_classes - 1)."""
+        if int(epoch) not in self._epochs:
+            raise KeyError(f"no epoch {epoch} in the record; it has {self.epochs}")
+        return self._epochs[int(epoch)][1].copy()
+
     def rows(self) -> list[list[str]]:
         out = []
         for e in self.epochs:
@@ -222,6 +228,36 @@ class DynamicsRecord:
                 if not np.all(np.isnan(column)):
                     record._scores[k][int(e)] = column
         return record
+
+
+    @classmethod
+    def merge(cls, records: Sequence[DynamicsRecord], order: Sequence[str] | None = None) -> DynamicsRecord:
+        """One record of disjoint records of the same classes (e.g. the held-out folds of an audit), its
+        cases in ``order`` (default: the records' cases one after the other); every epoch and score column
+        of any part is kept, NaN for the cases of a part that lacks it."""
+        if not records:
+            raise ValueError("no record to merge")
+        k = records[0].num_classes
+        if any(r.num_classes != k for r in records):
+            raise ValueError(f"records of different classes: {[r.num_classes for r in records]}")
+        ids = [c for r in records for c in r.case_ids]
+        centers = dict(zip(ids, (c for r in records for c in r.centers)))
+        order = ids if order is None else list(order)
+        if sorted(order) != sorted(ids):
+            missing, extra = sorted(set(order) - set(ids)), sorted(set(ids) - set(order))
+            raise ValueError(f"the merged order lists {missing[:5]} without a record, leaves out {extra[:5]}")
+        merged = cls(order, [centers[c] for c in order], k)  # refuses a case in two records
+        for part in records:
+            rows = merged.rows_of(part.case_ids)
+            for e, (source, class_dice, n_items) in part._epochs.items():
+                if e not in merged._epochs:
+                    merged._epochs[e] = (source, np.full((len(order), k - 1), np.nan), np.zeros(len(order), np.int64))
+                merged._epochs[e][1][rows] = class_dice
+                merged._epochs[e][2][rows] = n_items
+            for name, col in part._scores.items():
+                for e, values in col.items():
+                    merged._scores.setdefault(name, {}).setdefault(e, np.full(len(order), np.nan))[rows] = values
+        return merged
 
 
 def read_dynamics(path: str | os.PathLike) -> Mapping[str, np.ndarray]:

@@ -30,8 +30,10 @@ def run_pruning(
     dataset_json: str | os.PathLike | None = None,
     delta_t: int | None = None,
     report: bool = True,
+    faults_csv: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """The prune workflow over a stage-1 run's output dir; returns the summary it writes."""
+    """The prune workflow over a stage-1 run's output dir; returns the summary it writes. The report's
+    fault audit reads ``faults_csv`` (default: ``faults.csv`` beside the data list, when there is one)."""
     check_settings(rate, strategy)
     stratify, report = as_bool(stratify, "stratify"), as_bool(report, "report")
     stage1 = Path(stage1_dir)
@@ -52,7 +54,7 @@ def run_pruning(
         stage1_epochs=int(info.get("epochs") or max(record.epochs)),  # runs from before run.json had epochs
     )
     if report:
-        faults = Path(dataset_json).parent / "faults.csv"
+        faults = Path(faults_csv) if faults_csv else Path(dataset_json).parent / "faults.csv"
         make_report(
             Path(out_dir) / "selection.csv",
             Path(out_dir) / "report",
