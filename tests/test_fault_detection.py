@@ -78,3 +78,23 @@ def test_cli_writes_the_table(tmp_path):
     text = (tmp_path / "fault_detection.md").read_text()
     assert "| dad | 1.000 / 1.000 | 1.000 / 1.000 |" in text
     assert (tmp_path / "fault_detection.csv").read_text().startswith("epoch,score,kind")
+
+
+def test_auprc_with_missing_scores_matches_scikit_learn_whatever_the_case_order():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        h = rng.integers(0, 4, 24).astype(float)
+        h[rng.random(24) < 0.3] = np.nan  # missing scores: all tied as the hardest
+        y = rng.random(24) < 0.3
+        if y.all() or not y.any():
+            continue
+        # scikit-learn takes no NaN: a finite value above every score ranks the same way
+        expected = metrics.average_precision_score(y, np.where(np.isnan(h), 10.0, h))
+        for _ in range(3):
+            order = rng.permutation(24)
+            assert auprc(h[order], y[order]) == pytest.approx(expected)
+            assert auroc(h[order], y[order]) == pytest.approx(metrics.roc_auc_score(y, np.where(np.isnan(h), 10.0, h)))
+    # the case: two missing scores (one fault), same AP in either order
+    assert auprc([np.nan, np.nan, 1.0, 0.5], [True, False, False, True]) == pytest.approx(0.5)
+    assert auprc([np.nan, np.nan, 1.0, 0.5], [False, True, False, True]) == pytest.approx(0.5)
