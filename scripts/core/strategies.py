@@ -60,20 +60,20 @@ def check_settings(rate: float, strategy: str) -> None:
 
 @register_strategy("ambiguous")
 def _ambiguous(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
-    return band_regions(scores, n_drop) == "ambiguous"
+    return band_regions(scores, n_drop, rng) == "ambiguous"
 
 
 @register_strategy("easy")
 def _easy(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
     keep = np.zeros(len(scores), dtype=bool)
-    keep[hardest_first(scores)[n_drop:]] = True
+    keep[hardest_first(scores, rng)[n_drop:]] = True
     return keep
 
 
 @register_strategy("hard")
 def _hard(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
     keep = np.zeros(len(scores), dtype=bool)
-    keep[hardest_first(scores)[: len(scores) - n_drop]] = True
+    keep[hardest_first(scores, rng)[: len(scores) - n_drop]] = True
     return keep
 
 
@@ -138,7 +138,7 @@ def ccs_keep(
         raise ValueError(f"cannot keep {n_keep} of {n} cases")
     if not 0 <= beta < 1 or num_strata < 1:
         raise ValueError(f"need 0 <= beta < 1 and num_strata >= 1, got {beta}, {num_strata}")
-    order = hardest_first(scores)
+    order = hardest_first(scores, rng)
     n_cut = min(math.floor(beta * n), n - n_keep)
     pool = order[n_cut:]
     values = scores[pool]

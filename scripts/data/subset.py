@@ -109,8 +109,8 @@ def select_subset(
         dad=dad,
         variability=variability,
         # under stratification region and rank are within the center, as the selection is
-        region=regions(dad, rate, groups),
-        rank=ranks(dad, groups),
+        region=regions(dad, rate, groups, seed),
+        rank=ranks(dad, groups, seed),
         kept=kept,
         settings={
             "strategy": strategy,
