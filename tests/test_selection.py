@@ -113,13 +113,14 @@ def test_ties_are_broken_by_a_seeded_key_not_by_data_list_order():
     # then 4 forgettable ones; forgetting:hard keeps the hardest 10 = the 4 forgettable + 6 of the 16 tied
     from scripts.core.strategies import select_by_score
 
-    centers = ["a"] * 8 + ["b"] * 8 + ["c"] * 4
+    centers = np.array(["a"] * 8 + ["b"] * 8 + ["c"] * 4)
     forgetting = np.array([0.0] * 16 + [1.0, 2.0, 1.0, 3.0])
     kept_a = []
     for seed in range(200):
         keep = select_by_score(forgetting, "forgetting", 0.5, seed=seed)
         assert keep.sum() == 10 and keep[16:].all()  # the forgettable cases are always kept
-        kept_a.append(int(keep[:8].sum()))
+        kept_a.append(int(keep[centers == "a"].sum()))
+        assert kept_a[-1] + keep[centers == "b"].sum() == 6
         np.testing.assert_array_equal(keep, select_by_score(forgetting, "forgetting", 0.5, seed=seed))  # seeded
     # data-list order kept 6 of a and 0 of b every time; a fair draw of 6 of 16 takes 6 * 8/16 = 3 from a
     # on average (hypergeometric, sd 1.03 per draw: the mean of 200 draws is within 3 +- 0.25 at 3.4 sd)
