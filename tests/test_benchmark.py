@@ -35,6 +35,15 @@ def test_parse_arm_and_paired_interval():
     assert math.isnan(paired_interval([1.0])[1])
 
 
+@pytest.mark.parametrize("n_pairs, t", [(13, 2.1788), (31, 2.0423)])  # t(0.975) for 12 and 30 dof, from tables
+def test_paired_interval_uses_student_t_beyond_10_degrees_of_freedom(n_pairs, t):
+    diffs = np.arange(n_pairs, dtype=float)  # sd (ddof 1) = sqrt(n (n + 1) / 12)
+    sd = math.sqrt(n_pairs * (n_pairs + 1) / 12)
+    mean, half = paired_interval(diffs)
+    assert mean == pytest.approx((n_pairs - 1) / 2)
+    assert half == pytest.approx(t * sd / math.sqrt(n_pairs), rel=2e-4)  # not 1.96 (up to 10% narrower)
+
+
 def _dice(overall):
     return {"center1": {"mean": overall + 0.01}, "overall": {"mean": overall}}
 

@@ -41,6 +41,7 @@ __all__ = [
     "prune_rate",
     "make_subset",
     "paired_interval",
+    "t975",
     "format_table",
     "run_benchmark",
 ]
@@ -51,8 +52,6 @@ DEFAULT_ARMS = (
     "dad:ccs",
     "random",
 )
-# two-sided 95% Student t quantiles by degrees of freedom (normal beyond)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 Runner = Callable[[str, Sequence[str], Mapping[str, Any], Path], float]
 
 
@@ -108,12 +107,19 @@ def prune_rate(kept: float) -> float:
     return round(1.0 - float(kept), 12)
 
 
+def t975(dof: int) -> float:
+    """The two-sided 95% Student t quantile for ``dof`` degrees of freedom (``scipy.stats.t.ppf(0.975, dof)``)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
 def paired_interval(diffs: Sequence[float]) -> tuple[float, float]:
     """(mean, half-width of the 95% t-interval) of paired differences; half-width NaN for one pair."""
     d = np.asarray(diffs, dtype=np.float64)
     if d.size < 2:
         return float(d.mean()) if d.size else float("nan"), float("nan")
-    t = T975.get(d.size - 1, 1.96)
+    t = t975(d.size - 1)
     return float(d.mean()), float(t * d.std(ddof=1) / math.sqrt(d.size))
 
 
