@@ -99,3 +99,35 @@ def test_volume_scorer_records_dice_and_scores(tmp_path):
     assert table["el2nx"][0] == pytest.approx(math.sqrt(0.5), rel=1e-6)
     assert table["monai_lq"][0] == pytest.approx(0.375, rel=1e-6)
     assert 0 < table["cleanlab"][0] < 1
+
+
+def test_score_tracker_leaves_out_the_distributed_samplers_padding(tmp_path):
+    from monai.data import DataLoader, Dataset
+    from torch.utils.data import DistributedSampler
+
+    data = [{"case_id": f"c{i}", "v": float(i)} for i in range(5)]
+    dataset = Dataset(data)
+    per_rank = {}
+    for rank in (0, 1):
+        # 5 cases on 2 ranks: positions 0..5, rank 1 gets 1, 3 and 5 = a repeat of c0 (whose original is on rank 0)
+        loader = DataLoader(dataset, sampler=DistributedSampler(dataset, 2, rank, shuffle=False), batch_size=2)
+
+        def step(engine, batch):
+            v = torch.as_tensor(batch["v"]).float()
+            logits = torch.zeros(len(v), 2, 1, 1, 2)
+            logits[:, 1] = v[:, None, None, None]  # a case's logit: its index (any value per case would do)
+            return {"pred": logits, "label": torch.ones(len(v), 1, 1, 1, 2, dtype=torch.long)}
+
+        record = DynamicsRecord([d["case_id"] for d in data], ["x"] * 5, num_classes=2)
+        engine = Engine(step)
+        tracker = ScoreTracker(record, tmp_path / str(rank), ["el2n", "el2nx"], batch_transform=lambda b: b["case_id"])
+        tracker.attach(engine)
+        engine.run(loader, max_epochs=1)
+        per_rank[rank] = record.score_matrix("el2n")[1][:, 0]
+    # c0 was scored on rank 0 only; rank 1's repeat of it is padding and not counted
+    assert np.isfinite(per_rank[0][[0, 2, 4]]).all() and np.isnan(per_rank[0][[1, 3]]).all()
+    assert np.isfinite(per_rank[1][[1, 3]]).all() and np.isnan(per_rank[1][[0, 2, 4]]).all()
+    # EL2N of a case with logits (0, i) and label 1: |p - onehot| = sqrt(2) (1 - sigmoid(i))
+    expected = np.sqrt(2) / (1 + np.exp(np.arange(5.0)))
+    combined = np.where(np.isnan(per_rank[0]), per_rank[1], per_rank[0])
+    np.testing.assert_allclose(combined, expected, rtol=1e-6)

@@ -1,7 +1,8 @@
 """Ignite handlers that record the opt-in baseline scores per case beside DAD, in the same record.
 
 - ``ScoreTracker`` (trainer, every epoch, from the training forward pass like DAD's patch mode):
-  EL2N, EL2Nx (pooled over a case's crops) and the mean per-case training loss.
+  EL2N, EL2Nx (pooled over a case's crops) and the mean per-case training loss; the items a
+  ``DistributedSampler`` repeats as padding are not counted (as in ``DADTracker``).
 - ``CheckpointScorer`` (trainer, every ``interval`` epochs, one extra pass over fixed, non-augmented
   whole training volumes in eval mode): VoG over the checkpoints so far, the last-layer GraNd
   approximation, cleanlab's softmin label quality and MONAI's ``label_quality_score``.
@@ -30,6 +31,7 @@ from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from scripts.core.dynamics import foreground_counts
+from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord
 from scripts.scores.el2n import el2n_sums, pooled_mean
 from scripts.scores.grand import last_layer_grand
@@ -162,14 +164,18 @@ class ScoreTracker(_Timed):
         self.save_rank = save_rank
         self._ids: list[str] = []
         self._sums: list[np.ndarray] = []
+        self._padding: set[str] = set()
         self._init_timer(output_dir)
 
     def attach(self, engine: Engine) -> None:
         self._attach_timer(engine)
         _attach_epoch_handlers(engine, self._reset, self._collect, self)
 
-    def _reset(self, _engine: Engine) -> None:
+    def _reset(self, engine: Engine) -> None:
         self._ids, self._sums = [], []
+        # the items a DistributedSampler repeats to even out the ranks are left out, as the DAD tracker
+        # does: a case's scores pool its own crops once, whatever the number of processes
+        self._padding = padding_case_ids(engine.state.dataloader)
 
     def _collect(self, engine: Engine) -> None:
         pred, label = self.output_transform(engine.state.output)
@@ -180,8 +186,14 @@ class ScoreTracker(_Timed):
         if "loss" in self.scores:
             with self._timed("loss"):
                 sums[:, 2] = loss_sums(self.loss_function, pred, label)
+        ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        if len(ids) != sums.shape[0]:
+            raise ValueError(f"{len(ids)} case ids for a batch of {sums.shape[0]} predictions")
+        if self._padding:
+            keep = [i for i, c in enumerate(ids) if c not in self._padding]
+            sums, ids = sums[keep], [ids[i] for i in keep]
         self._sums.append(sums)
-        self._ids.extend(str(c) for c in self.batch_transform(engine.state.batch))
+        self._ids.extend(ids)
 
     def __call__(self, engine: Engine) -> None:
         with self._timed("patch_record"):
