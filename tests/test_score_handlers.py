@@ -62,7 +62,7 @@ def test_checkpoint_scorer_vog_over_two_checkpoints(tmp_path):
         }
     ]
     record = DynamicsRecord(["a"], ["x"], num_classes=2)
-    slopes = {1: 2.0, 2: 6.0}  # the "training" sets w1 - w0 per epoch; input gradients +-slope/8 (test_scores)
+    slopes = {1: 2.0, 2: 6.0}  # the "training" sets w1 per epoch; input gradients (w1, w0) = (slope, 0) (test_scores)
 
     def step(engine, batch):
         with torch.no_grad():
@@ -73,7 +73,8 @@ def test_checkpoint_scorer_vog_over_two_checkpoints(tmp_path):
     CheckpointScorer(record, tmp_path, net, loader, loss_function=_ce, interval=1).attach(engine)
     engine.run([0], max_epochs=2)
     epochs, vog = record.score_matrix("vog")
-    assert list(epochs) == [1, 2] and np.isnan(vog[0, 0]) and vog[0, 1] == pytest.approx(0.25, rel=1e-6)
+    # per-voxel stds over the 2 checkpoints: |6 - 2| / 2 = 2 and 0 -> their mean, 1
+    assert list(epochs) == [1, 2] and np.isnan(vog[0, 0]) and vog[0, 1] == pytest.approx(1.0, rel=1e-6)
     # at x = 0 the logits are 0 whatever the weights: p = (.5, .5) everywhere
     np.testing.assert_allclose(record.score_matrix("monai_lq")[1], [[0.5, 0.5]], rtol=1e-6)
     np.testing.assert_allclose(record.score_matrix("cleanlab")[1], [[0.5, 0.5]], rtol=1e-6)
@@ -131,3 +132,57 @@ def test_score_tracker_leaves_out_the_distributed_samplers_padding(tmp_path):
     expected = np.sqrt(2) / (1 + np.exp(np.arange(5.0)))
     combined = np.where(np.isnan(per_rank[0]), per_rank[1], per_rank[0])
     np.testing.assert_allclose(combined, expected, rtol=1e-6)
+
+
+def _scored_twice(tmp_path, item, seed=0):
+    """The four checkpoint scores of one case at 2 checkpoints of a 3x3x3 conv (its zero padding equals
+    zero-padded input, so the network's outputs at the real voxels do not depend on the padding)."""
+    gen = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(2, 1, 3, 3, 3, generator=gen) for _ in range(2)]
+    biases = [torch.randn(2, generator=gen) for _ in range(2)]
+    net = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            net.weight.copy_(weights[engine.state.epoch - 1])
+            net.bias.copy_(biases[engine.state.epoch - 1])
+        return {}
+
+    record = DynamicsRecord(["a"], ["x"], num_classes=2)
+    engine = Engine(step)
+    CheckpointScorer(record, tmp_path, net, [item], loss_function=_ce, interval=1).attach(engine)
+    engine.run([0], max_epochs=2)
+    return {name: record.score_matrix(name)[1][0] for name in ("vog", "grand_last_layer", "cleanlab", "monai_lq")}
+
+
+def test_padding_a_case_leaves_its_checkpoint_scores_unchanged(tmp_path):
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialPadd
+
+    from scripts.data.transforms import PaddingMaskd
+
+    gen = torch.Generator().manual_seed(1)
+    image = torch.randn(1, 4, 4, 2, generator=gen)
+    label = (torch.rand(1, 4, 4, 2, generator=gen) > 0.5).long()
+    plain = {"image": image[None], "label": label[None], "case_id": ["a"]}
+    # the same case zero-padded to twice its voxels (4 x 4 x 4), the mask from the transform's trace
+    padded = SpatialPadd(["image", "label"], spatial_size=[4, 4, 4])({"image": MetaTensor(image), "label": MetaTensor(label)})
+    padded = PaddingMaskd("image", "mask")(padded)
+    assert padded["image"].shape == (1, 4, 4, 4) and int(padded["mask"].sum()) == 32
+    padded_item = {k: torch.as_tensor(padded[k])[None] for k in ("image", "label", "mask")}
+    expected = _scored_twice(tmp_path / "plain", plain)
+    got = _scored_twice(tmp_path / "padded", {**padded_item, "case_id": ["a"]})
+    assert np.isnan(expected["vog"][0]) and expected["vog"][1] > 0
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, err_msg=name)
+    # VoG by hand over the real voxels: gradient of the summed true-class logit of a linear conv is a
+    # correlation of each class's kernel with the label map; compare with torch's own autograd of that sum
+    grads = []
+    for seed_epoch in range(2):
+        gen = torch.Generator().manual_seed(0)
+        weights = [torch.randn(2, 1, 3, 3, 3, generator=gen) for _ in range(2)]
+        x = image[None].clone().requires_grad_(True)
+        logits = torch.nn.functional.conv3d(x, weights[seed_epoch], padding=1)
+        logits.gather(1, label[None]).sum().backward()
+        grads.append(x.grad[0, 0].numpy())
+    assert expected["vog"][1] == pytest.approx(np.std(np.stack(grads), axis=0).mean(), rel=1e-5)
