@@ -166,7 +166,8 @@ def test_padding_a_case_leaves_its_checkpoint_scores_unchanged(tmp_path):
     label = (torch.rand(1, 4, 4, 2, generator=gen) > 0.5).long()
     plain = {"image": image[None], "label": label[None], "case_id": ["a"]}
     # the same case zero-padded to twice its voxels (4 x 4 x 4), the mask from the transform's trace
-    padded = SpatialPadd(["image", "label"], spatial_size=[4, 4, 4])({"image": MetaTensor(image), "label": MetaTensor(label)})
+    pad = SpatialPadd(["image", "label"], spatial_size=[4, 4, 4])
+    padded = pad({"image": MetaTensor(image), "label": MetaTensor(label)})
     padded = PaddingMaskd("image", "mask")(padded)
     assert padded["image"].shape == (1, 4, 4, 4) and int(padded["mask"].sum()) == 32
     padded_item = {k: torch.as_tensor(padded[k])[None] for k in ("image", "label", "mask")}
