@@ -187,3 +187,24 @@ def test_padding_a_case_leaves_its_checkpoint_scores_unchanged(tmp_path):
         logits.gather(1, label[None]).sum().backward()
         grads.append(x.grad[0, 0].numpy())
     assert expected["vog"][1] == pytest.approx(np.std(np.stack(grads), axis=0).mean(), rel=1e-5)
+
+
+def test_volume_scorer_with_a_padding_mask_scores_the_real_voxels_only(tmp_path):
+    batch = _two_voxel_batch()
+    # the same two items zero-padded to 4 voxels: confident background logits and label 0 there
+    logits = torch.cat([batch["pred"], torch.tensor([[[5.0, 5.0], [-5.0, -5.0]]] * 2)], dim=2)
+    label = torch.cat([batch["label"], torch.zeros(2, 1, 2, dtype=torch.long)], dim=2)
+    mask = torch.tensor([[[1, 1, 0, 0]]] * 2)
+    tables = {}
+    for name, output, transform in (
+        ("plain", batch, None),
+        ("padded", {"pred": logits, "label": label}, lambda b: mask),
+    ):
+        record = DynamicsRecord(["a", "b"], ["x", "y"], num_classes=2)
+        engine = Engine(lambda e, b, output=output: output)
+        VolumeScorer(record, tmp_path / name, epoch=1, mask_transform=transform).attach(engine)
+        engine.run([[{"case_id": "a"}, {"case_id": "b"}]], max_epochs=1)
+        tables[name] = read_dynamics(tmp_path / name / "dynamics.csv")
+    for column in ("dice", "el2n", "el2nx", "monai_lq", "cleanlab"):
+        np.testing.assert_allclose(tables["padded"][column], tables["plain"][column], rtol=1e-6, err_msg=column)
+    assert tables["plain"]["monai_lq"][0] == pytest.approx(0.375, rel=1e-6)  # by hand, test above

@@ -382,6 +382,9 @@ class VolumeScorer:
         record: the per-case record, written to ``output_dir/filename``.
         scores: any of ("el2n", "el2nx", "cleanlab", "monai_lq").
         epoch: the record epoch of the scores when no trainer is given.
+        mask_transform: engine.state.batch -> each item's padding mask (1, *spatial) (e.g.
+            ``from_engine(["mask"])`` with ``scripts.data.transforms.PaddingMaskd`` in the evaluator's
+            transforms): every score and the Dice counts are then over the real voxels only. None: all voxels.
     """
 
     KNOWN = ("el2n", "el2nx", "cleanlab", "monai_lq")
@@ -397,8 +400,10 @@ class VolumeScorer:
         output_transform: Callable = from_engine(["pred", "label"]),
         batch_transform: Callable = from_engine(["case_id"]),
         save_rank: int = 0,
+        mask_transform: Callable | None = None,
     ) -> None:
         self.scores = _check(scores, self.KNOWN)
+        self.mask_transform = mask_transform
         self.record = record
         self.path = Path(output_dir) / filename
         self.epoch = int(epoch)
@@ -422,6 +427,20 @@ class VolumeScorer:
         k = self.record.num_classes
         if logits.shape[1] != k:
             raise ValueError(f"prediction has {logits.shape[1]} channels, expected num_classes={k}")
+        ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        if self.mask_transform is not None:  # item by item, each over its real voxels
+            masks = self.mask_transform(engine.state.batch)
+            for i, case in enumerate(ids):
+                box = (slice(None), slice(None), *real_box(masks[i], tuple(logits.shape[2:]), case))
+                self._rows.append(self._row(logits[i : i + 1][box], label[i : i + 1][box]))
+            self._ids.extend(ids)
+            return
+        self._rows.append(self._row(logits, label))
+        self._ids.extend(ids)
+
+    def _row(self, logits: torch.Tensor, label: torch.Tensor) -> np.ndarray:
+        """Per item: Dice counts, EL2N sums, then the two label-quality values (one flat row each)."""
+        k = self.record.num_classes
         probs = torch.softmax(logits, dim=1)
         counts = foreground_counts(probs.argmax(1).cpu().numpy(), label[:, 0].cpu().numpy(), k)
         el2n = el2n_sums(probs, label, probabilities=True)
@@ -430,11 +449,9 @@ class VolumeScorer:
             for p, y in zip(probs, label)
         ]
         mq = monai_label_quality(probs, label) if "monai_lq" in self.scores else np.full(len(lq), np.nan)
-        # one flat row per item: Dice counts, EL2N sums, then the two label-quality values
-        self._rows.append(
-            np.concatenate([counts.reshape(len(lq), -1), el2n.reshape(len(lq), -1), np.stack([lq, mq], axis=1)], axis=1)
+        return np.concatenate(
+            [counts.reshape(len(lq), -1), el2n.reshape(len(lq), -1), np.stack([lq, mq], axis=1)], axis=1
         )
-        self._ids.extend(str(c) for c in self.batch_transform(engine.state.batch))
 
     def __call__(self, engine: Engine) -> None:
         k = self.record.num_classes
