@@ -126,7 +126,8 @@ def detection_rows(
 
 def _cell(row: Mapping[str, Any]) -> str:
     """AUROC / AUPRC, and how many faulty + clean cases the score left undefined (not ranked) when any."""
-    text = f"{row['auroc']:.3f} / {row['auprc']:.3f}"
+    undefined = np.isnan(row["auroc"]) and np.isnan(row["auprc"])
+    text = "–" if undefined else f"{row['auroc']:.3f} / {row['auprc']:.3f}"
     if row["n_missing_faults"] or row["n_missing_clean"]:
         text += f" ({row['n_missing_faults']}+{row['n_missing_clean']} missing)"
     return text
