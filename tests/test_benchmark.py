@@ -31,8 +31,17 @@ def test_parse_arm_and_paired_interval():
         split_window("dad@x")
     # diffs 1, 2, 3: mean 2, sd 1, t(2) = 4.303 -> half-width 4.303 / sqrt(3)
     mean, half = paired_interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3), rel=1e-4)
     assert math.isnan(paired_interval([1.0])[1])
+
+
+@pytest.mark.parametrize("n_pairs, t", [(13, 2.1788), (31, 2.0423)])  # t(0.975) for 12 and 30 dof, from tables
+def test_paired_interval_uses_student_t_beyond_10_degrees_of_freedom(n_pairs, t):
+    diffs = np.arange(n_pairs, dtype=float)  # sd (ddof 1) = sqrt(n (n + 1) / 12)
+    sd = math.sqrt(n_pairs * (n_pairs + 1) / 12)
+    mean, half = paired_interval(diffs)
+    assert mean == pytest.approx((n_pairs - 1) / 2)
+    assert half == pytest.approx(t * sd / math.sqrt(n_pairs), rel=2e-4)  # not 1.96 (up to 10% narrower)
 
 
 def _dice(overall):
@@ -42,14 +51,17 @@ def _dice(overall):
 def test_format_table_full_first_and_difference_against_random():
     rows = (
         [{"arm": "random", "keep": 0.5, "seed": s, "test_dice": _dice(0.80 + 0.01 * s)} for s in (0, 1)]
-        + [{"arm": "dad:ambiguous", "keep": 0.5, "seed": s, "test_dice": _dice(0.83 + 0.01 * s)} for s in (0, 1)]
+        + [{"arm": "dad:ambiguous", "keep": 0.5, "seed": s, "test_dice": _dice(0.83 + 0.01 * s), "window_end": 30,
+            "noise": "retraining"} for s in (0, 1)]
         + [{"arm": "full", "keep": 1.0, "seed": 0, "test_dice": _dice(0.9)}]
     )
     lines = format_table(rows).splitlines()
-    assert lines[2].startswith("| full | 100% | 1 | 0.9100 ± 0.0000 | 0.9000 ± 0.0000 |")
-    assert lines[3].startswith("| random | 50% |")
-    # paired differences .03, .03: sd 0 -> +0.0300 ± 0.0000
-    assert lines[4].startswith("| dad:ambiguous | 50% | 2 |") and lines[4].endswith("| +0.0300 ± 0.0000 |")
+    assert lines[0].startswith("| arm | kept | seeds (pairs) | ranked at | noise | Dice center1 |")
+    assert lines[2].startswith("| full | 100% | 1 | – | – | 0.9100 ± 0.0000 | 0.9000 ± 0.0000 |")
+    assert lines[3].startswith("| random | 50% | 2 (1) |")  # 2 seeds, 1 pair with a full-data run
+    # paired differences .03, .03: sd 0 -> +0.0300 ± 0.0000, over 2 pairs; ranked at epoch 30
+    assert lines[4].startswith("| dad:ambiguous | 50% | 2 (2) | 30 | retraining |")
+    assert lines[4].endswith("| +0.0300 ± 0.0000 |")
     # against full data: only seed 0 has a full run, 0.83 - 0.90 -> one difference, no interval
     assert lines[4].endswith("| -0.0700 | +0.0300 ± 0.0000 |")
     assert lines[3].endswith("| -0.1000 |  |")  # random vs full (seed 0: 0.80 - 0.90)
@@ -172,3 +184,50 @@ def test_kept_fraction_to_prune_rate_is_the_decimal_meant():
 
     assert num_dropped(100, 1 - 0.9) == 9  # the float 1 - 0.9 = 0.0999...: one drop short
     assert num_dropped(100, prune_rate(0.9)) == 10 and num_dropped(187, prune_rate(0.7)) == 56
+
+
+class StopRuleRunner(FourEpochRunner):
+    """As FourEpochRunner, and stage 1's stop rule fired at epoch 2 (its stop_rule.json)."""
+
+    def __call__(self, run_id, configs, settings, log_file):
+        wall = super().__call__(run_id, configs, settings, log_file)
+        if run_id == "training" and settings.get("score_patches"):
+            rule = {"fired": True, "prune_epoch": 2}
+            (Path(settings["output_dir"]) / "stop_rule.json").write_text(json.dumps(rule))
+        return wall
+
+
+def test_arms_rank_where_the_stop_rule_fired_unless_told_otherwise(tmp_path):
+    work = tmp_path / "bench"
+    runner = StopRuleRunner(_dataset(tmp_path))
+    rows = run_benchmark(str(work), arms=["dad:hard", "dad:hard@last"], keep=[0.5], seeds=[0], runner=runner)
+
+    def kept(tag):
+        content = json.loads((work / "subsets" / tag / "subset_datalist.json").read_text())
+        return sorted(d["case_id"] for d in content["training"])
+
+    # the rule fired at epoch 2: "hard" keeps c0-c4 there (the 5 lowest DAD of epochs 1-2); @last: c5-c9
+    assert kept("dad-hard_keep50_seed0") == IDS[:5]
+    assert kept("dad-hard@last_keep50_seed0") == IDS[5:]
+    ends = {r["arm"]: r.get("window_end") for r in rows}
+    assert ends["dad:hard"] == 2 and ends["dad:hard@last"] == 4
+    assert "| dad:hard | 50% | 1 (0) | 2 | retraining |" in (work / "table.md").read_text()
+
+
+def test_a_stage1_per_seed(tmp_path):
+    work = tmp_path / "bench"
+    runner = FakeRunner(_dataset(tmp_path))
+    rows = run_benchmark(str(work), arms=["el2n", "random"], keep=[0.5], seeds=[0, 1], stage1_per_seed=True,
+                         runner=runner)  # fmt: skip
+    stage1 = [s["output_dir"] for run_id, s in runner.calls if run_id == "training" and s.get("score_patches")]
+    assert [Path(p).name for p in stage1] == ["stage1_seed0", "stage1_seed1"]  # one scored stage 1 per seed
+    assert [s["seed"] for run_id, s in runner.calls if run_id == "training" and s.get("score_patches")] == [0, 1]
+    # each stage 1 is its seed's full-data model: no separate full-data training
+    trainings = [s for run_id, s in runner.calls if run_id == "training"]
+    assert len(trainings) == 2 + 2 * 2  # 2 stage 1s, (el2n + random) x 2 seeds
+    el2n = [r for r in rows if r["arm"] == "el2n"]
+    assert {r["stage1"] for r in el2n} == {"stage1_seed0", "stage1_seed1"}
+    assert "| el2n | 50% | 2 (2) | 2 | stage 1 + retraining |" in (work / "table.md").read_text()
+    # resuming the same work dir with one shared stage 1 would mix what the intervals cover
+    with pytest.raises(ValueError, match="another --work_dir"):
+        run_benchmark(str(work), arms=["el2n"], keep=[0.5], seeds=[0, 1], runner=runner)

@@ -56,8 +56,9 @@ def test_scores_at_and_rows():
     faults = {"c": {"kind": "eroded", "severity": "severe"}}
     rows = {(r["score"], r["kind"]): r for r in detection_rows(record.case_ids, scores, faults, 2)}
     assert rows[("dad", "all")]["auroc"] == 1.0 and rows[("el2n", "eroded/severe")]["auprc"] == 1.0
-    # VoG: c (.5) is below b (1) and d (2) and a is missing (ranked hardest): c is last -> AUROC 0
+    # VoG: a is missing (left out, counted); c (.5) is below b (1) and d (2): c is last -> AUROC 0
     assert rows[("vog", "all")]["auroc"] == 0.0
+    assert rows[("vog", "all")]["n_clean"] == 2 and rows[("vog", "all")]["n_missing_clean"] == 1
     assert rows[("dad", "all")]["prevalence"] == 0.25
     # per severity across kinds, each against the clean cases a (.9) and d (.7) only
     faults = {"c": {"kind": "eroded", "severity": "severe"}, "b": {"kind": "shifted", "severity": "mild"}}
@@ -78,3 +79,43 @@ def test_cli_writes_the_table(tmp_path):
     text = (tmp_path / "fault_detection.md").read_text()
     assert "| dad | 1.000 / 1.000 | 1.000 / 1.000 |" in text
     assert (tmp_path / "fault_detection.csv").read_text().startswith("epoch,score,kind")
+
+
+def test_auprc_with_missing_scores_matches_scikit_learn_whatever_the_case_order():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        h = rng.integers(0, 4, 24).astype(float)
+        h[rng.random(24) < 0.3] = np.nan  # missing scores: all tied as the hardest
+        y = rng.random(24) < 0.3
+        if y.all() or not y.any():
+            continue
+        # scikit-learn takes no NaN: a finite value above every score ranks the same way
+        expected = metrics.average_precision_score(y, np.where(np.isnan(h), 10.0, h))
+        for _ in range(3):
+            order = rng.permutation(24)
+            assert auprc(h[order], y[order]) == pytest.approx(expected)
+            assert auroc(h[order], y[order]) == pytest.approx(metrics.roc_auc_score(y, np.where(np.isnan(h), 10.0, h)))
+    # the case: two missing scores (one fault), same AP in either order
+    assert auprc([np.nan, np.nan, 1.0, 0.5], [True, False, False, True]) == pytest.approx(0.5)
+    assert auprc([np.nan, np.nan, 1.0, 0.5], [False, True, False, True]) == pytest.approx(0.5)
+
+
+def test_a_missing_score_is_no_free_hit():
+    # EL2Nx is NaN for an emptied label: ranked as the hardest it "detected" the fault with AUROC 1
+    ids = ["a", "b", "c", "d", "e"]
+    scores = {"el2nx": np.array([0.2, 0.3, np.nan, 0.1, 0.5]), "el2n": np.array([0.2, 0.3, 0.4, 0.1, 0.5])}
+    faults = {"c": {"kind": "emptied", "severity": ""}, "e": {"kind": "eroded", "severity": ""}}
+    rows = {(r["score"], r["kind"]): r for r in detection_rows(ids, scores, faults, 1)}
+    emptied = rows[("el2nx", "emptied")]
+    assert np.isnan(emptied["auroc"]) and np.isnan(emptied["auprc"])  # no defined faulty case: nothing to rank
+    assert (emptied["n_faults"], emptied["n_missing_faults"], emptied["n_clean"]) == (0, 1, 3)
+    # all faults: e (.5) above the clean a, b, d -> AUROC 1 over the defined cases, c counted as missing
+    everything = rows[("el2nx", "all")]
+    assert everything["auroc"] == 1.0 and everything["n_faults"] == 1 and everything["n_missing_faults"] == 1
+    assert everything["prevalence"] == 0.25
+    from scripts.workflows.fault_detection import _cell
+
+    assert _cell(emptied) == "– (1+0 missing)" and _cell(rows[("el2n", "all")]) == "1.000 / 1.000"
+    # a score defined everywhere: c (.4) above a, b, d -> AUROC 1 on its own merits
+    assert rows[("el2n", "emptied")]["auroc"] == 1.0 and rows[("el2n", "emptied")]["n_missing_faults"] == 0

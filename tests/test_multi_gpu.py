@@ -62,7 +62,12 @@ def test_two_gloo_processes_write_the_single_process_record(tmp_path):
 def test_two_gloo_processes_count_each_case_once_in_patches_mode(tmp_path):
     # 5 cases on 2 ranks: the training sampler gives rank 1 a repeat of one case, which is not counted
     patches = ["--dad_mode", "patches", "--epochs", "1", "--learning_rate", "0.003", "--num_crops", "2"]
-    _run([*TORCHRUN, *BUNDLE, TWO, *_settings(tmp_path, "multi"), *patches, "--backend", "gloo"])
+    scores = ["--score_patches", "True"]  # EL2N, EL2Nx and loss pool the same items as the DAD counts
+    _run([*TORCHRUN, *BUNDLE, TWO, *_settings(tmp_path, "multi"), *patches, *scores, "--backend", "gloo"])
     table = read_dynamics(tmp_path / "multi" / "dynamics.csv")
     assert sorted(table["case_id"]) == sorted(f"c{i % 3 + 1}_{i:04d}" for i in range(NUM_CASES))
     np.testing.assert_array_equal(table["n_items"], np.full(NUM_CASES, 2))  # each case's 2 crops, once
+    # one score row per case, every case scored (the repeat's crops left out: tests/test_score_handlers.py
+    # checks on a sampler's rank that a repeated case is not pooled; here the columns come through gloo)
+    for column in ("el2n", "loss"):
+        assert np.isfinite(table[column]).all() and (table[column] > 0).all()

@@ -94,3 +94,29 @@ def test_retrain_epochs_budgets():
     assert retrain_epochs("proportional", 40, 60, 42) == 40
     with pytest.raises(ValueError, match="unknown retrain_budget"):
         retrain_epochs("double", 40, 60, 42)
+
+
+def test_time_ratios_leave_start_up_and_pruning_apart():
+    from scripts.workflows.pipeline import add_costs, format_table
+
+    # stage 1 (= the full model): 130 s of which 30 s start-up (generating the data, caching), 100 s of
+    # training; the rule fired at epoch 10 of 40; the DAD retraining 110 s of which 10 s start-up
+    results = {
+        "rate": 0.3, "strategy": "ambiguous", "seeds": [0], "budget": "matched",
+        "stage1": {"epochs": 40, "wall_s": 130.0, "train_s": 100.0, "prune_wall_s": 7.0},
+        "prune": {"window": [1, 10], "num_kept": 42, "num_cases": 60, "note": "fired"},
+        "runs": [
+            {"arm": "full", "seed": 0, "epochs": 40, "train_cases": 60, "wall_s": 130.0, "train_s": 100.0,
+             "test_dice": {"overall": {"mean": 0.9}}},
+            {"arm": "dad", "seed": 0, "epochs": 57, "train_cases": 42, "wall_s": 110.0, "train_s": 100.0,
+             "test_dice": {"overall": {"mean": 0.9}}},
+        ],
+    }  # fmt: skip
+    add_costs(results, 0)
+    dad = results["runs"][1]
+    # training loops only: (100 x 10/40 + 100) / 100; prorating the wall times gave (32.5 + 110) / 130 = 1.10
+    assert dad["wall_ratio"] == pytest.approx(1.25)
+    assert dad["startup_s"] == pytest.approx(10.0) and results["runs"][0]["startup_s"] == pytest.approx(30.0)
+    table = format_table(results)
+    assert "| DAD ambiguous | 42 | 57 | 100 | 10 | " in table and "| 1.25 |" in table
+    assert "generates the embedded set when it is missing: 30 s" in table and "the prune stage (7 s" in table

@@ -42,6 +42,9 @@ def _cmd(tmp_path, *extra):
         "early_prune": False,  # every epoch is trained, whatever the stop rule says
         "val_interval": 3,
         "num_workers": 0,
+        "score_checkpoints": True,  # VoG and the other checkpoint scores at every epoch: their state resumes too
+        "score_interval": 1,
+        "checkpoint_scores": "[vog,monai_lq]",
     }
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml"]
     for k, v in settings.items():
@@ -82,6 +85,14 @@ def test_sigkill_then_resume_keeps_one_row_per_case_and_epoch(tmp_path):
     assert completed and completed == [r for r in after if int(r["epoch"]) <= saved_epoch]
     # the resumed run trained the remaining epochs only (its trainer started after the checkpoint)
     assert _saved_epoch(tmp_path / "models" / "resume.pt") == EPOCHS
+    # VoG went on from the accumulators saved before the kill: defined from the second checkpoint on
+    # (without them the first checkpoint after the resume was NaN, and VoG then covered only the epochs
+    # after it), over all EPOCHS checkpoints at the end
+    vog = {(r["case_id"], int(r["epoch"])): r["vog"] for r in after}
+    assert all(vog[(c, 1)] == "" for c in cases)  # one checkpoint: no variance yet
+    assert all(float(vog[(c, e)]) > 0 for c in cases for e in range(2, EPOCHS + 1))
+    running = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)["scores"]["running"]
+    assert set(running) == cases and {r["count"] for r in running.values()} == {EPOCHS}
 
 
 def test_restore_keeps_epochs_up_to_the_checkpoint_and_refuses_another_runs_record(tmp_path):

@@ -13,7 +13,13 @@ from scripts.scores.forgetting import forgetting_at, forgetting_events
 from scripts.scores.grand import last_layer, last_layer_grand
 from scripts.scores.label_quality import cleanlab_score, monai_label_quality
 from scripts.scores.loss import loss_sums, per_item_loss
-from scripts.scores.vog import RunningVariance, true_class_probability_gradient, vog
+from scripts.scores.vog import (
+    RunningVariance,
+    true_class_logit_gradient,
+    true_class_probability_gradient,
+    vog,
+    vog_probability_rms,
+)
 
 LN3 = math.log(3.0)
 
@@ -57,13 +63,23 @@ def test_el2n_sums_pool_over_crops_and_empty_foreground_is_missing():
 
 
 def test_vog_by_hand_and_running_variance():
-    grads = np.array([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])  # variances 8/3 and 0 -> sqrt(4/3)
-    assert vog(grads) == pytest.approx(math.sqrt(4 / 3))
+    grads = np.array([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])  # population stds sqrt(8/3) and 0
+    assert vog(grads) == pytest.approx(math.sqrt(8 / 3) / 2)  # Agarwal et al.: the mean of per-voxel stds
+    assert vog_probability_rms(grads) == pytest.approx(math.sqrt(4 / 3))  # the variant: sqrt(mean variance)
     running = RunningVariance()
     assert math.isnan(running.vog())
     for g in grads:
         running.update(g)
-    assert running.vog() == pytest.approx(math.sqrt(4 / 3))
+    assert running.vog() == pytest.approx(math.sqrt(8 / 3) / 2)
+    assert running.probability_rms() == pytest.approx(math.sqrt(4 / 3))
+    # its state goes on exactly where it left off (resume.pt)
+    resumed = RunningVariance()
+    part = RunningVariance()
+    part.update(grads[0])
+    part.update(grads[1])
+    resumed.load_state_dict(part.state_dict())
+    resumed.update(grads[2])
+    assert resumed.vog() == pytest.approx(math.sqrt(8 / 3) / 2)
     with pytest.raises(ValueError, match="at least 2"):
         vog(grads[:1])
 
@@ -76,6 +92,23 @@ def _linear_net(w0: float, w1: float) -> torch.nn.Module:
     return net.eval()
 
 
+def test_vog_of_the_true_class_logit_by_hand():
+    # logits (w0 x, w1 x): S = sum over voxels of the true-class logit = w1 x_0 + w0 x_1 (labels 1, 0),
+    # so dS/dx = (w1, w0) whatever x and whatever the number of voxels
+    image = torch.zeros(1, 1, 1, 1, 2)
+    label = torch.tensor([1, 0]).reshape(1, 1, 1, 1, 2)
+    g1 = true_class_logit_gradient(_linear_net(0.0, 2.0), image, label)
+    g2 = true_class_logit_gradient(_linear_net(0.0, 6.0), image, label)
+    assert g1.shape == (1, 1, 1, 2)  # channel-averaged: one value per voxel
+    np.testing.assert_allclose(g1.flatten().numpy(), [2.0, 0.0])
+    np.testing.assert_allclose(g2.flatten().numpy(), [6.0, 0.0])
+    # per-voxel population stds over the 2 checkpoints: 2 and 0 -> VoG 1
+    assert vog(np.stack([g1[0].numpy(), g2[0].numpy()])) == pytest.approx(1.0)
+    # a box leaves the voxels outside it out of S: only voxel 0 counts
+    g = true_class_logit_gradient(_linear_net(3.0, 2.0), image, label, boxes=[(slice(0, 1), slice(0, 1), slice(0, 1))])
+    np.testing.assert_allclose(g.flatten().numpy(), [2.0, 0.0])
+
+
 def test_vog_with_known_input_gradients():
     # logits (w0 x, w1 x) at x = 0: p = (.5, .5); d p1 / dx = p1 p0 (w1 - w0) = (w1 - w0) / 4.
     # S = mean over the V = 2 voxels of p[y], so dS/dx_v = +-(w1 - w0) / 8 (+ for label 1, - for label 0).
@@ -85,8 +118,8 @@ def test_vog_with_known_input_gradients():
     np.testing.assert_allclose(g1.flatten().numpy(), [0.25, -0.25], rtol=1e-6)
     g2 = true_class_probability_gradient(_linear_net(0.0, 6.0), image, label)
     np.testing.assert_allclose(g2.flatten().numpy(), [0.75, -0.75], rtol=1e-6)
-    # two checkpoints: per-voxel variance ((.75 - .25) / 2)^2 = .0625 at both voxels -> VoG .25
-    assert vog(np.stack([g1.numpy(), g2.numpy()])) == pytest.approx(0.25, rel=1e-6)
+    # the probability_rms variant: per-voxel variance ((.75 - .25) / 2)^2 = .0625 at both voxels -> .25
+    assert vog_probability_rms(np.stack([g1.numpy(), g2.numpy()])) == pytest.approx(0.25, rel=1e-6)
 
 
 def _ce(logits, label):

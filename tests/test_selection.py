@@ -106,3 +106,31 @@ def test_drop_count_is_exact_decimal(n, rate, dropped):
     assert num_dropped(n, rate) == dropped
     assert select(np.arange(n, dtype=float), rate).sum() == n - dropped
     assert sum(drop_counts(n, rate)) == dropped
+
+
+def test_ties_are_broken_by_a_seeded_key_not_by_data_list_order():
+    # the example: 8 + 8 never-forgotten cases of centers a and b (listed first, sorted by id),
+    # then 4 forgettable ones; forgetting:hard keeps the hardest 10 = the 4 forgettable + 6 of the 16 tied
+    from scripts.core.strategies import select_by_score
+
+    centers = np.array(["a"] * 8 + ["b"] * 8 + ["c"] * 4)
+    forgetting = np.array([0.0] * 16 + [1.0, 2.0, 1.0, 3.0])
+    kept_a = []
+    for seed in range(200):
+        keep = select_by_score(forgetting, "forgetting", 0.5, seed=seed)
+        assert keep.sum() == 10 and keep[16:].all()  # the forgettable cases are always kept
+        kept_a.append(int(keep[centers == "a"].sum()))
+        assert kept_a[-1] + keep[centers == "b"].sum() == 6
+        np.testing.assert_array_equal(keep, select_by_score(forgetting, "forgetting", 0.5, seed=seed))  # seeded
+    # data-list order kept 6 of a and 0 of b every time; a fair draw of 6 of 16 takes 6 * 8/16 = 3 from a
+    # on average (hypergeometric, sd 1.03 per draw: the mean of 200 draws is within 3 +- 0.25 at 3.4 sd)
+    assert abs(np.mean(kept_a) - 3.0) < 0.25
+    assert min(kept_a) < 6
+    # ranks and regions break the ties as select does with the same seed
+    dad_like = -forgetting  # forgetting oriented as DAD (low = hard)
+    for seed in (0, 7):
+        keep = select(dad_like, 0.5, "easy", seed=seed)
+        order = np.argsort(ranks(dad_like, seed=seed))
+        np.testing.assert_array_equal(np.sort(order[10:]), np.flatnonzero(keep))
+        amb = select(dad_like, 0.5, "ambiguous", seed=seed)
+        np.testing.assert_array_equal(regions(dad_like, 0.5, seed=seed) == "ambiguous", amb)

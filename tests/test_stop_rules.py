@@ -66,6 +66,27 @@ def test_split_half_floor_matches_the_noise_between_windows():
     assert mean_part < between < 2.5 * mean_part  # plus the variability term, of the same order
 
 
+def test_noise_rule_compares_like_with_like_with_one_measured_epoch_per_half():
+    # volumes mode with dad_interval = delta_t / 2: Dice measured at epochs 2, 4, ..., windows of 4 epochs
+    # hold 2 measurements, each half 1 (its sigma is 0, so the split-half floor has no variability term)
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.3, 0.8, size=(400, 1))
+    epochs = np.arange(2, 61, 2)
+    dice = truth + rng.normal(0, 0.05, size=(400, len(epochs)))  # pure noise: a settled map
+    rows = window_curve(epochs, dice, 60, 4)
+    pairs = rows[1:]
+    # on a settled map the rule fires at the first pair with a factor of 1.2 (it did not below 1.5)
+    assert fired_window(rows, "noise", noise_factor=1.2) == 0
+    assert {r["noise_terms"] for r in pairs} == {"mean"}
+    ratio = np.mean([r["noise_distance"] / r["noise_floor"] for r in pairs])
+    assert ratio == pytest.approx(1.0, abs=0.1)  # L with the variability term against this floor: ~1.5
+    # the mean term by hand: n * E|N(0, 2 s^2 / 2)| between windows, the same between halves over sqrt(2)
+    expected = 400 * math.sqrt(2 / math.pi) * 0.05
+    assert np.mean([r["noise_floor"] for r in pairs]) == pytest.approx(expected, rel=0.1)
+    # two recorded epochs per half: the full L against the full floor, as before
+    assert {r["noise_terms"] for r in window_curve(epochs, dice, 60, 8)[1:]} == {"mean+variability"}
+
+
 def test_learning_moves_more_than_the_noise():
     epochs, dice = _noisy_record(trend=0.01)  # every case gains 0.1 Dice per window
     rows = window_curve(epochs, dice, 20, 10)

@@ -64,3 +64,26 @@ def test_select_by_score_uses_each_papers_direction():
     assert keep[:2].sum() == 1 and keep[2:].sum() == 1
     with pytest.raises(ValueError, match="unknown score"):
         select_by_score(values, "nope", 0.5)
+
+
+def test_a_selection_says_what_it_did_with_missing_scores(caplog):
+    import logging
+
+    import numpy as np
+
+    from scripts.core.strategies import select_by_score
+
+    # EL2Nx of two empty labels is NaN: "hard" keeps them as the hardest, and says so
+    values = np.array([0.1, np.nan, 0.3, 0.2, np.nan, 0.5])
+    with caplog.at_level(logging.WARNING, logger="selection"):
+        keep = select_by_score(values, "el2nx", 0.5)
+    assert keep.tolist() == [False, True, False, False, True, True]  # the two missing, then the highest (0.5)
+    assert "2 of 6 cases have no score" in caplog.text and "'hard' strategy kept 2 and dropped 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="selection"):
+        select_by_score(values, "el2nx", 0.5, strategy="easy")  # drops the hardest: both missing cases go
+    assert "'easy' strategy kept 0 and dropped 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="selection"):
+        select_by_score(np.nan_to_num(values), "el2nx", 0.5)
+    assert "no score" not in caplog.text  # nothing to say without missing scores

@@ -41,7 +41,9 @@ def auprc(hardness_values: Sequence[float], is_fault: Sequence[bool]) -> float:
         return float("nan")
     order = np.argsort(-h, kind="stable")
     h, y = h[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(h) != 0), len(h) - 1]  # the last index of each tie group
+    # the last index of each tie group; compared with !=, not np.diff: two missing (+inf) scores tie, while
+    # inf - inf is NaN and would make every missing case its own threshold (AP then depends on case order)
+    last = np.r_[np.flatnonzero(h[1:] != h[:-1]), len(h) - 1]
     tp = np.cumsum(y)[last]
     precision = tp / (last + 1)
     recall = tp / n_pos

@@ -61,11 +61,23 @@ def group_drops(groups: Sequence[str], rate: float) -> dict[str, int]:
     return drops
 
 
-def hardest_first(scores: np.ndarray) -> np.ndarray:
-    """Case indices by ascending score (hardest first); a missing score counts as the hardest,
-    ties keep data-list order."""
+def _generator(seed: int | np.random.Generator) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
+
+
+def hardest_first(scores: np.ndarray, seed: int | np.random.Generator = 0) -> np.ndarray:
+    """Case indices by ascending score (hardest first); a missing score counts as the hardest.
+
+    Ties (equal scores, e.g. integer forgetting counts, or several missing ones) are broken by a seeded
+    random key, not by data-list order: lists are sorted by case id, i.e. by center, so a stable sort
+    would keep or drop whole centers among tied cases. The key comes from a child of ``seed``'s generator
+    (``Generator.spawn``), which leaves the generator's own stream (the random draws of a strategy such
+    as CCS) untouched; the n-th call on the same generator gets the n-th child, so ``select``,
+    ``regions`` and ``ranks`` with the same seed break the same ties the same way.
+    """
     scores = np.asarray(scores, dtype=np.float64)
-    return np.argsort(np.where(np.isnan(scores), -np.inf, scores), kind="stable")
+    key = _generator(seed).spawn(1)[0].random(len(scores))
+    return np.lexsort((key, np.where(np.isnan(scores), -np.inf, scores)))
 
 
 def per_group(
@@ -88,27 +100,29 @@ def per_group(
     return out
 
 
-def _rank(scores: np.ndarray) -> np.ndarray:
+def _rank(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out = np.empty(len(scores), dtype=np.int64)
-    out[hardest_first(scores)] = np.arange(1, len(scores) + 1)
+    out[hardest_first(scores, rng)] = np.arange(1, len(scores) + 1)
     return out
 
 
-def ranks(scores: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
-    """1-based rank of every case, 1 = hardest (lowest DAD); within its group when ``groups`` is given."""
+def ranks(scores: np.ndarray, groups: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+    """1-based rank of every case, 1 = hardest (lowest DAD); within its group when ``groups`` is given.
+    Ties are broken as ``select`` with the same ``seed`` breaks them."""
     scores = np.asarray(scores, dtype=np.float64)
+    rng = np.random.default_rng(seed)
     if groups is None:
-        return _rank(scores)
+        return _rank(scores, rng)
     groups = np.asarray(groups).astype(str)
     out = np.empty(len(scores), dtype=np.int64)
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
-        out[idx] = _rank(scores[idx])
+        out[idx] = _rank(scores[idx], rng)
     return out
 
 
-def band_regions(scores: np.ndarray, n_drop: int) -> np.ndarray:
-    order = hardest_first(scores)
+def band_regions(scores: np.ndarray, n_drop: int, seed: int | np.random.Generator = 0) -> np.ndarray:
+    order = hardest_first(scores, seed)
     n_hard, n_easy = _band(n_drop)
     out = np.full(len(order), "ambiguous", dtype=object)
     out[order[:n_hard]] = "hard"
@@ -116,9 +130,11 @@ def band_regions(scores: np.ndarray, n_drop: int) -> np.ndarray:
     return out
 
 
-def regions(scores: np.ndarray, rate: float, groups: Sequence[str] | None = None) -> np.ndarray:
+def regions(scores: np.ndarray, rate: float, groups: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
     """'hard' / 'ambiguous' / 'easy' per case: the bands the ambiguous strategy drops and keeps, within
-    each group (with that group's share of the drops) when ``groups`` is given, as ``select`` does."""
-    return per_group(scores, rate, groups, band_regions)
+    each group (with that group's share of the drops) when ``groups`` is given, as ``select`` does with
+    the same ``seed`` (ties included)."""
+    rng = np.random.default_rng(seed)
+    return per_group(scores, rate, groups, lambda s, n_drop: band_regions(s, n_drop, rng))
 
 

@@ -26,6 +26,7 @@ from scripts.core.dynamics import moving_distance, window_stats
 __all__ = [
     "RULES",
     "split_half_floor",
+    "half_epochs",
     "noise_stop_index",
     "spearman",
     "threshold_stop_index",
@@ -35,7 +36,21 @@ __all__ = [
 ]
 
 
-def split_half_floor(dice: np.ndarray, epochs: Sequence[int], start: int, end: int, signed: bool = False) -> float:
+def half_epochs(epochs: Sequence[int], start: int, end: int) -> int:
+    """Recorded epochs in the smaller half of the window (start, end], as ``split_half_floor`` splits it."""
+    inside = np.asarray(epochs)
+    inside = inside[(inside > start) & (inside <= end)]
+    return len(inside) // 2
+
+
+def split_half_floor(
+    dice: np.ndarray,
+    epochs: Sequence[int],
+    start: int,
+    end: int,
+    signed: bool = False,
+    variability: bool = True,
+) -> float:
     """Noise floor of L for the window (start, end]: L between its two halves, divided by √2.
 
     With per-epoch noise of variance s² and no trend, a mean over m epochs has variance s²/m. Two whole
@@ -44,11 +59,17 @@ def split_half_floor(dice: np.ndarray, epochs: Sequence[int], start: int, end: i
     (the same holds to first order for the variability term). A trend inside the window raises it.
     NaN when either half has no measured case.
 
+    With one recorded epoch per half (volumes mode with ``dad_interval = delta_t / 2``) each half's σ is
+    0, so the halves' distance has no variability term while L between windows of two epochs has one:
+    the floor is biased low (L/floor about 1.5 on pure noise). ``window_curve`` then compares like with
+    like, the mean term alone on both sides (``variability=False``: σ left out of the distance).
+
     Args:
         dice: per-case Dice (n_cases, n_epochs), NaN where not measured.
         epochs: the epoch of each column.
         start, end: the window (start, end].
         signed: the paper's signed sum instead of absolute moves.
+        variability: include the Δσ term (False: Σ|Δμ| only).
     """
     epochs = np.asarray(epochs)
     inside = np.sort(epochs[(epochs > start) & (epochs <= end)])
@@ -57,7 +78,14 @@ def split_half_floor(dice: np.ndarray, epochs: Sequence[int], start: int, end: i
     middle = inside[len(inside) // 2 - 1]
     first = window_stats(dice, epochs, start, middle)
     second = window_stats(dice, epochs, middle, end)
-    return moving_distance(*first, *second, signed=signed) / math.sqrt(2.0)
+    return _distance(first, second, signed, variability) / math.sqrt(2.0)
+
+
+def _distance(prev: tuple[np.ndarray, np.ndarray], cur: tuple[np.ndarray, np.ndarray], signed: bool,
+              variability: bool) -> float:  # fmt: skip
+    if variability:
+        return moving_distance(*prev, *cur, signed=signed)
+    return moving_distance(prev[0], np.zeros_like(prev[1]), cur[0], np.zeros_like(cur[1]), signed=signed)
 
 
 def noise_stop_index(distances: Sequence[float], floors: Sequence[float], factor: float = 1.0) -> int | None:
@@ -124,6 +152,10 @@ def window_curve(
     floor, and against the previous window L (both forms), the Jaccard overlap of the subsets the
     ambiguous strategy keeps at ``overlap_rate``, and the Spearman correlation of the DAD.
 
+    The noise rule compares ``noise_distance`` with ``noise_floor``: L and the split-half floor, or,
+    when a half of either window holds a single recorded epoch (its σ is 0, see ``split_half_floor``),
+    the mean term of both alone (``noise_terms`` says which).
+
     Args:
         epochs, dice: ``DynamicsRecord.dice_matrix()``: epochs (n_epochs,), Dice (n_cases, n_epochs).
     """
@@ -138,12 +170,22 @@ def window_curve(
         kept = select(stats[0], overlap_rate, "ambiguous")
         row: dict[str, Any] = {"window": w, "epoch_start": start + 1, "epoch_end": end, "measured": measured}
         row["window_floor"] = split_half_floor(dice, epochs, start, end, signed=signed)
+        row["half_epochs"] = half_epochs(epochs, start, end)
         if prev is not None:
             row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
             row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
             row["distance"] = row["distance_signed" if signed else "distance_abs"]
-            # the noise both windows of the pair carry
-            row["noise_floor"] = float(np.mean([rows[-1]["window_floor"], row["window_floor"]]))
+            # the noise both windows of the pair carry; like with like when a half has one epoch
+            full = min(rows[-1]["half_epochs"], row["half_epochs"]) >= 2
+            row["noise_terms"] = "mean+variability" if full else "mean"
+            if full:
+                row["noise_distance"] = row["distance"]
+                floors = [rows[-1]["window_floor"], row["window_floor"]]
+            else:
+                row["noise_distance"] = _distance(prev, stats, signed, variability=False)
+                bounds = (start - delta_t, start), (start, end)
+                floors = [split_half_floor(dice, epochs, a, b, signed, variability=False) for a, b in bounds]
+            row["noise_floor"] = float(np.mean(floors))
             # subsets picked from a window without measurements mean nothing: no overlap either
             empty = measured == 0 or rows[-1]["measured"] == 0
             row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
@@ -168,8 +210,9 @@ def fired_window(
 ) -> int | None:
     """Index into ``rows[1:]`` (the window pairs) where ``rule`` fires, or None:
     "distance" (the paper's: L <= stop_fraction x its maximum so far), "overlap" (kept subsets' Jaccard
-    >= overlap_threshold), "noise" (L <= noise_factor x the split-half noise floor), "rank" (Spearman of
-    consecutive windows' DAD >= rank_threshold)."""
+    >= overlap_threshold), "noise" (L <= noise_factor x the split-half noise floor, like with like, see
+    ``window_curve``),
+    "rank" (Spearman of consecutive windows' DAD >= rank_threshold)."""
     from scripts.core.dynamics import stop_index
 
     pairs = rows[1:]
@@ -178,7 +221,7 @@ def fired_window(
     if rule == "overlap":
         return threshold_stop_index([r["kept_jaccard"] for r in pairs], overlap_threshold)
     if rule == "noise":
-        return noise_stop_index([r["distance"] for r in pairs], [r["noise_floor"] for r in pairs], noise_factor)
+        return noise_stop_index([r["noise_distance"] for r in pairs], [r["noise_floor"] for r in pairs], noise_factor)
     if rule == "rank":
         return threshold_stop_index([r["spearman"] for r in pairs], rank_threshold)
     raise ValueError(f"unknown stop rule {rule!r}; expected one of {RULES}")

@@ -15,6 +15,7 @@ n - floor(rate * n) cases (per group when stratified: ``select`` shares the drop
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -34,11 +35,13 @@ __all__ = [
     "select_by_score",
     "CCS_BETA",
     "CCS_STRATA",
+    "missing_note",
 ]
 
 # fn(scores (n,), n_drop, rng) -> kept mask (n,) with exactly n - n_drop True
 Strategy = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 STRATEGIES: dict[str, Strategy] = {}
+logger = logging.getLogger("selection")
 
 
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
@@ -60,20 +63,20 @@ def check_settings(rate: float, strategy: str) -> None:
 
 @register_strategy("ambiguous")
 def _ambiguous(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
-    return band_regions(scores, n_drop) == "ambiguous"
+    return band_regions(scores, n_drop, rng) == "ambiguous"
 
 
 @register_strategy("easy")
 def _easy(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
     keep = np.zeros(len(scores), dtype=bool)
-    keep[hardest_first(scores)[n_drop:]] = True
+    keep[hardest_first(scores, rng)[n_drop:]] = True
     return keep
 
 
 @register_strategy("hard")
 def _hard(scores: np.ndarray, n_drop: int, rng: np.random.Generator) -> np.ndarray:
     keep = np.zeros(len(scores), dtype=bool)
-    keep[hardest_first(scores)[: len(scores) - n_drop]] = True
+    keep[hardest_first(scores, rng)[: len(scores) - n_drop]] = True
     return keep
 
 
@@ -111,7 +114,18 @@ def select(
     expected = len(scores) - num_dropped(len(scores), rate)
     if int(keep.sum()) != expected:
         raise RuntimeError(f"strategy {strategy!r} kept {int(keep.sum())} cases, expected {expected}")
+    missing = np.isnan(scores)
+    if missing.any():
+        logger.warning(missing_note(strategy, int(missing.sum()), int((keep & missing).sum()), len(scores)))
     return keep
+
+
+def missing_note(strategy: str, n_missing: int, n_kept: int, n: int) -> str:
+    """What a selection did with the cases that have no score (NaN): they count as the hardest."""
+    return (
+        f"{n_missing} of {n} cases have no score (NaN; docs/scores.md says what that means per score); they "
+        f"count as the hardest, so the {strategy!r} strategy kept {n_kept} and dropped {n_missing - n_kept} of them"
+    )
 
 CCS_BETA = 0.1
 CCS_STRATA = 50
@@ -138,7 +152,7 @@ def ccs_keep(
         raise ValueError(f"cannot keep {n_keep} of {n} cases")
     if not 0 <= beta < 1 or num_strata < 1:
         raise ValueError(f"need 0 <= beta < 1 and num_strata >= 1, got {beta}, {num_strata}")
-    order = hardest_first(scores)
+    order = hardest_first(scores, rng)
     n_cut = min(math.floor(beta * n), n - n_keep)
     pool = order[n_cut:]
     values = scores[pool]

@@ -109,8 +109,8 @@ def select_subset(
         dad=dad,
         variability=variability,
         # under stratification region and rank are within the center, as the selection is
-        region=regions(dad, rate, groups),
-        rank=ranks(dad, groups),
+        region=regions(dad, rate, groups, seed),
+        rank=ranks(dad, groups, seed),
         kept=kept,
         settings={
             "strategy": strategy,
@@ -190,11 +190,14 @@ def export_subset(
     return summary
 
 
-def record_epochs(stage1_dir: str | os.PathLike, epochs_trained: int) -> None:
+def record_epochs(stage1_dir: str | os.PathLike, epochs_trained: int, train_s: float | None = None) -> None:
     """Add the epochs stage 1 actually trained (fewer than its ``epochs`` when the stop rule ended it) to
-    its ``run.json``: what stage 1 cost, beside the full-data budget ``epochs`` the retraining matches."""
+    its ``run.json``: what stage 1 cost, beside the full-data budget ``epochs`` the retraining matches;
+    and ``train_s``, the seconds of the training loop itself (Ignite's ``state.times["COMPLETED"]``):
+    the process's wall time minus it is one-off start-up (data checks, caching, data generation)."""
     info = read_run_info(stage1_dir)
-    write_json_atomic(Path(stage1_dir) / "run.json", {**info, "epochs_trained": int(epochs_trained)})
+    extra = {} if train_s is None else {"train_s": float(train_s)}
+    write_json_atomic(Path(stage1_dir) / "run.json", {**info, "epochs_trained": int(epochs_trained), **extra})
 
 
 def stage1_epochs_of(subset_json: str | os.PathLike) -> int:

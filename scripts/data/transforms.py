@@ -1,7 +1,7 @@
-"""Two MONAI-style transforms the real-data presets (configs/presets/) use:
-``RobustZScored`` (MRI intensity normalisation that copes with mixed ranges and outliers) and
-``MapLabelsByCenterd`` (label mapping chosen by each case's center, for combined data sets whose
-sources code their labels differently).
+"""MONAI-style transforms: two the real-data presets (configs/presets/) use, ``RobustZScored`` (MRI
+intensity normalisation that copes with mixed ranges and outliers) and ``MapLabelsByCenterd`` (label
+mapping chosen by each case's center, for combined data sets whose sources code their labels
+differently); and ``PaddingMaskd``, the mask of the real voxels the checkpoint scores average over.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapLabelValue, MapTransform
 
-__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore"]
+__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore", "PaddingMaskd", "padding_mask"]
 
 
 def robust_zscore(
@@ -117,4 +117,41 @@ class MapLabelsByCenterd(MapTransform):
             )
         for key in self.key_iterator(d):
             d[key] = mapper(d[key])
+        return d
+
+
+def padding_mask(image: torch.Tensor) -> torch.Tensor:
+    """(1, *spatial) uint8 mask of ``image``'s real voxels: 0 on what its trailing padding transforms added.
+
+    Reads the MetaTensor's ``applied_operations`` (MONAI's inverse information) from the last one back,
+    through every padding transform (``SpatialPad``, ``DivisiblePad``, ``BorderPad``: those recording
+    ``padded``), and stops at the first other spatial transform (a resampling or crop changes the grid:
+    padding before it is not masked). A plain tensor (no trace) is all real.
+    """
+    spatial = tuple(image.shape[1:])
+    lo, hi = [0] * len(spatial), list(spatial)
+    for op in reversed(list(getattr(image, "applied_operations", []) or [])):
+        padded = (op.get("extra_info") or {}).get("padded")
+        if padded is None:
+            break
+        for d, (before, after) in enumerate(list(padded)[1:]):  # the first pair is the channel axis
+            lo[d] += int(before)
+            hi[d] -= int(after)
+    mask = torch.zeros((1, *spatial), dtype=torch.uint8)
+    mask[(slice(None), *(slice(a, b) for a, b in zip(lo, hi)))] = 1
+    return mask
+
+
+class PaddingMaskd(MapTransform):
+    """Add ``mask_key``: the padding mask of ``keys``' image (``padding_mask``). Place it after the last
+    padding transform and before anything that drops the trace (``EnsureTyped(track_meta=False)``)."""
+
+    def __init__(self, keys: KeysCollection = "image", mask_key: str = "mask") -> None:
+        super().__init__(keys)
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        key = self.first_key(d)
+        d[self.mask_key] = padding_mask(d[key])
         return d

@@ -3,15 +3,21 @@
     python -m scripts.experiments.benchmark [--work_dir runs/benchmark] [--keep "[0.7,0.5,0.3]"] [--seeds "[0,1,2]"]
         [--arms "['dad:ambiguous','el2n:hard','dad:ccs','random']"] [--preset ...] [--overrides "{...}"]
 
-An arm may end in ``@EPOCH`` ("dad:ambiguous@30"): its subset is ranked at the window ending at that
-epoch instead of the last one (what pruning early, where a stop rule fires, would have picked).
+Where an arm ranks: by default at the window where stage 1's stop rule fired (its ``stop_rule.json``,
+as the pipeline prunes), else at the last full window; ``--prune_epoch N`` moves every arm, and an arm
+ending in ``@EPOCH`` ("dad:ambiguous@30") or ``@last`` (the last full window) moves that arm. The
+table's ``ranked at`` column says where each arm ranked.
 
 One stage-1 run (seed = the first seed) records every score; then, for each arm ("score:strategy",
 or "random") and kept fraction, a subset is exported and a fresh network retrained per seed, and
-every model is evaluated on the untouched test set. Each finished (arm, kept, seed) is a line of
-``results.jsonl``; a rerun skips what is there (resume). Writes ``table.md`` (mean ± std per center
-and overall, full data first, the paired difference against random with a 95% t-interval over seeds)
-and ``benchmark.png`` (overall test Dice against the kept fraction, as the paper's Figure 4).
+every model is evaluated on the untouched test set. The intervals then cover retraining noise only
+(every seed's subset comes from the same stage 1); with ``--stage1_per_seed True`` each seed has its
+own scored stage 1 (also that seed's full-data model), and the intervals cover the noise of stage 1
+(which cases a score picks) and of the retraining. The table's ``noise`` column says which. Each
+finished (arm, kept, seed) is a line of ``results.jsonl``; a rerun skips what is there (resume).
+Writes ``table.md`` (mean ± std per center and overall, full data first, the paired difference
+against random with a 95% t-interval over seeds, and how many pairs it has) and ``benchmark.png``
+(overall test Dice against the kept fraction, as the paper's Figure 4).
 """
 
 from __future__ import annotations
@@ -38,9 +44,11 @@ __all__ = [
     "DEFAULT_ARMS",
     "parse_arm",
     "split_window",
+    "arm_window",
     "prune_rate",
     "make_subset",
     "paired_interval",
+    "t975",
     "format_table",
     "run_benchmark",
 ]
@@ -51,9 +59,9 @@ DEFAULT_ARMS = (
     "dad:ccs",
     "random",
 )
-# two-sided 95% Student t quantiles by degrees of freedom (normal beyond)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 Runner = Callable[[str, Sequence[str], Mapping[str, Any], Path], float]
+NOISE_RETRAIN = "retraining"  # one stage 1 for every seed: the interval covers the retrainings only
+NOISE_BOTH = "stage 1 + retraining"  # a stage 1 per seed
 
 
 def parse_arm(arm: str) -> tuple[str, str]:
@@ -66,14 +74,30 @@ def parse_arm(arm: str) -> tuple[str, str]:
     return score, strategy or SCORES[score].strategy
 
 
-def split_window(arm: str) -> tuple[str, int | None]:
-    """'dad:ambiguous@30' -> ('dad:ambiguous', 30); an arm without '@' -> (arm, None)."""
+LAST = "last"
+
+
+def split_window(arm: str) -> tuple[str, int | str | None]:
+    """'dad:ambiguous@30' -> ('dad:ambiguous', 30); 'dad:ccs@last' -> ('dad:ccs', 'last'); no '@' -> (arm, None)."""
     base, at, epoch = arm.partition("@")
     if not at:
         return arm, None
+    if epoch == LAST:
+        return base, LAST
     if not epoch.isdigit() or int(epoch) < 1:
-        raise ValueError(f"arm {arm!r}: the window's end epoch after '@' must be a positive integer")
+        raise ValueError(f"arm {arm!r}: after '@' give the window's end epoch (a positive integer) or 'last'")
     return base, int(epoch)
+
+
+def arm_window(
+    arm: str, last_epoch: int, delta_t: int, stop_rule: Mapping[str, Any] | None, prune_epoch: int | None = None
+) -> tuple[int, str]:
+    """(end epoch, why) of the window ``arm`` ranks at: its '@EPOCH' or '@last', else ``prune_epoch``, else
+    where the stop rule fired, else the last full window (``choose_window``)."""
+    at = split_window(arm)[1]
+    if at == LAST:
+        return choose_window(last_epoch, delta_t)
+    return choose_window(last_epoch, delta_t, stop_rule, epoch=at or prune_epoch)
 
 
 def make_subset(
@@ -94,8 +118,8 @@ def make_subset(
         centers=list(record.centers),
         dad=dad,
         variability=variability,
-        region=regions(oriented, rate),
-        rank=ranks(oriented),
+        region=regions(oriented, rate, seed=seed),
+        rank=ranks(oriented, seed=seed),
         kept=kept,
         settings={"arm": arm, "score": score, "strategy": strategy, "rate": rate, "seed": seed, "stratify": stratify,
                   "window": [end_epoch - delta_t + 1, end_epoch], "delta_t": delta_t},
@@ -108,12 +132,19 @@ def prune_rate(kept: float) -> float:
     return round(1.0 - float(kept), 12)
 
 
+def t975(dof: int) -> float:
+    """The two-sided 95% Student t quantile for ``dof`` degrees of freedom (``scipy.stats.t.ppf(0.975, dof)``)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, dof))
+
+
 def paired_interval(diffs: Sequence[float]) -> tuple[float, float]:
     """(mean, half-width of the 95% t-interval) of paired differences; half-width NaN for one pair."""
     d = np.asarray(diffs, dtype=np.float64)
     if d.size < 2:
         return float(d.mean()) if d.size else float("nan"), float("nan")
-    t = T975.get(d.size - 1, 1.96)
+    t = t975(d.size - 1)
     return float(d.mean()), float(t * d.std(ddof=1) / math.sqrt(d.size))
 
 
@@ -137,9 +168,12 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: test Dice mean ± std per center and overall, full data first, then arms by kept
     fraction, each with its paired differences (overall, same seed) against the full data and against
-    random at the same fraction: mean ± half-width of the 95% t-interval."""
+    random at the same fraction: mean ± half-width of the 95% t-interval. ``seeds (pairs)``: the seeds
+    of the row and the pairs its interval against random (the random arm: against full) uses; ``ranked
+    at``: the end epoch of the window the subset was ranked at; ``noise``: what the interval covers."""
     centers = sorted({c for r in rows for c in r["test_dice"] if c != "overall"}) + ["overall"]
-    head = ["arm", "kept", "seeds", *(f"Dice {c}" for c in centers), "Δ vs full (95% CI)", "Δ vs random (95% CI)"]
+    head = ["arm", "kept", "seeds (pairs)", "ranked at", "noise", *(f"Dice {c}" for c in centers),
+            "Δ vs full (95% CI)", "Δ vs random (95% CI)"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -147,10 +181,13 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     order = sorted(groups, key=lambda k: (k[0] != "full", -k[1], k[0] != "random", k[0]))
     for arm, keep in order:
         rs = sorted(groups[(arm, keep)], key=lambda r: r["seed"])
-        cells = [arm, f"{keep:.0%}", str(len(rs))]
+        ranked = sorted({str(r["window_end"]) for r in rs if r.get("window_end") is not None})
+        noise = sorted({r.get("noise", NOISE_RETRAIN) for r in rs}) if arm not in ("full", "random") else []
+        cells = [arm, f"{keep:.0%}", "", ", ".join(ranked) or "–", ", ".join(noise) or "–"]
         for c in centers:
             v = [r["test_dice"][c]["mean"] for r in rs if c in r["test_dice"]]
             cells.append(f"{np.mean(v):.4f} ± {np.std(v):.4f}" if v else "–")
+        pairs = 0
         for baseline in ("full", "random"):
             base = {r["seed"]: r["test_dice"]["overall"]["mean"] for r in rows if r["arm"] == baseline
                     and (baseline == "full" or float(r["keep"]) == keep)}  # fmt: skip
@@ -158,8 +195,11 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             if arm == baseline or arm == "full" or not diffs:
                 cells.append("")
             else:
+                if baseline == "random" or arm == "random":
+                    pairs = len(diffs)
                 mean, half = paired_interval(diffs)
                 cells.append(f"{mean:+.4f} ± {half:.4f}" if not math.isnan(half) else f"{mean:+.4f}")
+        cells[2] = f"{len(rs)} ({pairs})" if arm != "full" else str(len(rs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -198,10 +238,13 @@ def run_benchmark(
     overrides: Mapping[str, Any] | None = None,
     prune_epoch: int | None = None,
     stratify: bool = False,
+    stage1_per_seed: bool = False,
     runner: Runner | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; returns every result row. ``runner`` runs one bundle workflow
-    (default: ``scripts.workflows.pipeline.bundle_run``, a fresh process per run)."""
+    (default: ``scripts.workflows.pipeline.bundle_run``, a fresh process per run). ``stage1_per_seed``:
+    a scored stage 1 per seed (see the module docstring), else one for all seeds."""
+    from scripts.utils.flags import as_bool
     from scripts.workflows.pipeline import TRAIN_TO_THE_END, check_overrides, retrain_overrides
 
     if runner is None:
@@ -211,47 +254,67 @@ def run_benchmark(
     train_cfg = ["configs/train.yaml", *presets]
     common = check_overrides(overrides or {})
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    per_seed = as_bool(stage1_per_seed, "stage1_per_seed")
+    noise = NOISE_BOTH if per_seed else NOISE_RETRAIN
     for arm in arms:
         parse_arm(split_window(arm)[0])
     results_path = work / "results.jsonl"
     done = read_results(results_path)
+    mixed = {r.get("noise", NOISE_RETRAIN) for r in done.values() if r["arm"] not in ("full", "random")} - {noise}
+    if mixed:
+        raise ValueError(
+            f"{results_path} holds results with a {sorted(mixed)} stage 1, and this run asks for stage1_per_seed="
+            f"{per_seed}: their intervals would cover different noise; use another --work_dir"
+        )
 
-    def record_result(arm: str, kept: float, seed: int, out: Path, ckpt: Path, dataset_json: str) -> None:
+    def record_result(arm: str, kept: float, seed: int, out: Path, ckpt: Path, dataset_json: str,
+                      extra: Mapping[str, Any]) -> None:  # fmt: skip
         runner("evaluating", [*train_cfg, "configs/evaluate.yaml"],
                {**common, "dataset_json": dataset_json, "output_dir": out, "ckpt_dir": ckpt},
                work / "logs" / f"evaluate_{out.name}.log")  # fmt: skip
         summary = json.loads((out / "eval" / "summary.json").read_text())
-        row = {"arm": arm, "keep": kept, "seed": seed, "test_dice": summary}
+        row = {"arm": arm, "keep": kept, "seed": seed, "test_dice": summary, **extra}
         with results_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done[_key(arm, kept, seed)] = row
 
-    stage1, ckpt1 = work / "stage1", work / "models" / f"full_seed{seeds[0]}"
     scored = {"score_patches": True, "score_checkpoints": True, **TRAIN_TO_THE_END}
-    if not (stage1 / "done.json").is_file():
-        wall = runner("training", train_cfg, {**common, **scored, "seed": seeds[0], "output_dir": stage1,
-                                              "ckpt_dir": ckpt1}, work / "logs" / "stage1.log")  # fmt: skip
-        write_text_atomic(stage1 / "done.json", json.dumps({"wall_s": wall}) + "\n")
-    info = read_run_info(stage1)
-    record = DynamicsRecord.load(stage1 / "dynamics.csv")
-    delta_t = int(info["delta_t"])
-    stage1_epochs = max(record.epochs)
-    # each arm's window end (its '@EPOCH', else prune_epoch, else the last full window), checked before any run
-    window_end = {arm: choose_window(stage1_epochs, delta_t, epoch=split_window(arm)[1] or prune_epoch)[0]
-                  for arm in arms}  # fmt: skip
 
+    def stage1_of(seed: int) -> tuple[Path, Path, int]:
+        """(run dir, checkpoint dir, its seed) of the stage 1 whose scores rank ``seed``'s subsets, run if needed."""
+        s1 = seed if per_seed else seeds[0]
+        out = work / (f"stage1_seed{s1}" if per_seed else "stage1")
+        ckpt = work / "models" / f"full_seed{s1}"
+        if not (out / "done.json").is_file():
+            wall = runner("training", train_cfg, {**common, **scored, "seed": s1, "output_dir": out,
+                                                  "ckpt_dir": ckpt}, work / "logs" / f"{out.name}.log")  # fmt: skip
+            write_text_atomic(out / "done.json", json.dumps({"wall_s": wall}) + "\n")
+        return out, ckpt, s1
+
+    def windows(stage1: Path) -> tuple[DynamicsRecord, dict[str, Any], dict[str, int]]:
+        """The stage 1's record, run info and each arm's window end (checked before any retraining on it)."""
+        info = read_run_info(stage1)
+        record = DynamicsRecord.load(stage1 / "dynamics.csv")
+        rule_path = stage1 / "stop_rule.json"
+        stop_rule = json.loads(rule_path.read_text()) if rule_path.is_file() else None
+        ends = {arm: arm_window(arm, max(record.epochs), int(info["delta_t"]), stop_rule, prune_epoch)[0]
+                for arm in arms}  # fmt: skip
+        return record, info, ends
+
+    first = windows(stage1_of(seeds[0])[0])  # a bad '@EPOCH' fails before any retraining
     for seed in seeds:
+        stage1, ckpt1, s1 = stage1_of(seed)
+        record, info, window_end = first if s1 == seeds[0] else windows(stage1)
+        delta_t, stage1_epochs = int(info["delta_t"]), max(record.epochs)
         if _key("full", 1.0, seed) not in done:
-            out, ckpt = (
-                (stage1, ckpt1)
-                if seed == seeds[0]
-                else (work / f"full_seed{seed}", work / "models" / f"full_seed{seed}")
-            )
-            if seed != seeds[0]:
+            out, ckpt = stage1, ckpt1
+            if s1 != seed:  # one stage 1 for all seeds: another seed's full-data model is a run of its own
+                out, ckpt = work / f"full_seed{seed}", work / "models" / f"full_seed{seed}"
+            if s1 != seed:
                 runner("training", train_cfg, {**common, **TRAIN_TO_THE_END, "seed": seed, "output_dir": out,
                                                "ckpt_dir": ckpt},
                        work / "logs" / f"full_seed{seed}.log")  # fmt: skip
-            record_result("full", 1.0, seed, out, ckpt, info["dataset_json"])
+            record_result("full", 1.0, seed, out, ckpt, info["dataset_json"], {})
         for kept in keep:
             for arm in arms:
                 if _key(arm, kept, seed) in done:
@@ -267,7 +330,8 @@ def run_benchmark(
                        {**retrain_overrides(common), "seed": seed, "subset_dir": subset_dir,
                         "stage1_epochs": stage1_epochs, "output_dir": out, "ckpt_dir": ckpt},
                        work / "logs" / f"retrain_{tag}.log")  # fmt: skip
-                record_result(arm, kept, seed, out, ckpt, str(subset_dir / "subset_datalist.json"))
+                extra = {"window_end": window_end[arm], "stage1": stage1.name, "noise": noise}
+                record_result(arm, kept, seed, out, ckpt, str(subset_dir / "subset_datalist.json"), extra)
     rows = list(done.values())
     write_text_atomic(work / "table.md", format_table(rows) + "\n")
     plot(rows, work / "benchmark.png")

@@ -35,6 +35,8 @@ CURVE_FIELDS = (
     "ratio",
     "window_floor",
     "noise_floor",
+    "noise_distance",
+    "noise_terms",
     "kept_jaccard",
     "spearman",
     "stop",
@@ -120,6 +122,13 @@ class MovingDistanceHandler:
                 "(use a dad_interval of at most delta_t / 2, or another --stop_rule)",
                 stacklevel=2,
             )
+        elif rule == "noise" and delta_t // measure_interval < 4:
+            note = (
+                f"the noise stop rule: with DAD measured every {measure_interval} epochs and delta_t={delta_t}, a "
+                "half window holds one measurement (its variability is 0), so L and the noise floor are compared "
+                "on their mean term alone (curve column noise_terms); use dad_interval <= delta_t / 4 for both terms"
+            )
+            logging.getLogger("MovingDistanceHandler").warning(note)
         self.rule = rule
         self.noise_factor = noise_factor
         self.rank_threshold = rank_threshold

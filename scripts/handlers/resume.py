@@ -1,6 +1,7 @@
 """Resuming a killed stage-1 run: a checkpoint of everything training needs (model, optimizer, scheduler,
-the trainer's epoch) written atomically at the end of every epoch, and loaded, with the dynamics record
-cut back to the same epoch, when the run is started again with ``resume``.
+the trainer's epoch, the scores' cross-epoch state such as VoG's accumulators) written atomically at the
+end of every epoch, and loaded, with the dynamics record cut back to the same epoch, when the run is
+started again with ``resume``.
 
 Epochs after the checkpoint (one the kill interrupted, or whose record was written just before the kill)
 are dropped from the record and trained again, so the record ends with exactly one row per (case, epoch).
@@ -80,7 +81,11 @@ class ResumeCheckpoint:
             return
         checkpoint = torch.load(self.path, map_location=self.map_location, weights_only=False)
         max_epochs = engine.state.max_epochs  # the command's epochs win over the checkpoint's
-        Checkpoint.load_objects({**self.save_dict, "trainer": engine}, checkpoint)
+        missing = [k for k in self.save_dict if k not in checkpoint]
+        if missing:  # e.g. a checkpoint from before the score state was saved
+            self.logger.warning(f"resume: {self.path} has no {missing}: those start afresh")
+        present = {k: v for k, v in self.save_dict.items() if k in checkpoint}
+        Checkpoint.load_objects({**present, "trainer": engine}, checkpoint)
         engine.state.max_epochs = max_epochs
         epoch = engine.state.epoch
         if self.record is not None and self.record_path is not None and self.record_path.is_file():

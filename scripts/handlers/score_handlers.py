@@ -1,7 +1,8 @@
 """Ignite handlers that record the opt-in baseline scores per case beside DAD, in the same record.
 
 - ``ScoreTracker`` (trainer, every epoch, from the training forward pass like DAD's patch mode):
-  EL2N, EL2Nx (pooled over a case's crops) and the mean per-case training loss.
+  EL2N, EL2Nx (pooled over a case's crops) and the mean per-case training loss; the items a
+  ``DistributedSampler`` repeats as padding are not counted (as in ``DADTracker``).
 - ``CheckpointScorer`` (trainer, every ``interval`` epochs, one extra pass over fixed, non-augmented
   whole training volumes in eval mode): VoG over the checkpoints so far, the last-layer GraNd
   approximation, cleanlab's softmin label quality and MONAI's ``label_quality_score``.
@@ -18,9 +19,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import ignite.distributed as idist
 import numpy as np
@@ -30,15 +32,18 @@ from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
 
 from scripts.core.dynamics import foreground_counts
+from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord
 from scripts.scores.el2n import el2n_sums, pooled_mean
 from scripts.scores.grand import last_layer_grand
 from scripts.scores.label_quality import cleanlab_score, monai_label_quality
 from scripts.scores.loss import loss_sums
-from scripts.scores.vog import RunningVariance, true_class_probability_gradient
+from scripts.scores.vog import RunningVariance, real_box, true_class_logit_gradient
 from scripts.utils.atomic import write_json_atomic
 
-__all__ = ["ScoreTracker", "CheckpointScorer", "VolumeScorer", "PATCH_SCORES", "CHECKPOINT_SCORES", "COST_FILE"]
+__all__ = [
+    "ScoreTracker", "CheckpointScorer", "VolumeScorer", "ScoreState", "PATCH_SCORES", "CHECKPOINT_SCORES", "COST_FILE"
+]  # fmt: skip
 
 PATCH_SCORES = ("el2n", "el2nx", "loss")
 CHECKPOINT_SCORES = ("vog", "grand_last_layer", "cleanlab", "monai_lq")
@@ -162,14 +167,18 @@ class ScoreTracker(_Timed):
         self.save_rank = save_rank
         self._ids: list[str] = []
         self._sums: list[np.ndarray] = []
+        self._padding: set[str] = set()
         self._init_timer(output_dir)
 
     def attach(self, engine: Engine) -> None:
         self._attach_timer(engine)
         _attach_epoch_handlers(engine, self._reset, self._collect, self)
 
-    def _reset(self, _engine: Engine) -> None:
+    def _reset(self, engine: Engine) -> None:
         self._ids, self._sums = [], []
+        # the items a DistributedSampler repeats to even out the ranks are left out, as the DAD tracker
+        # does: a case's scores pool its own crops once, whatever the number of processes
+        self._padding = padding_case_ids(engine.state.dataloader)
 
     def _collect(self, engine: Engine) -> None:
         pred, label = self.output_transform(engine.state.output)
@@ -180,8 +189,14 @@ class ScoreTracker(_Timed):
         if "loss" in self.scores:
             with self._timed("loss"):
                 sums[:, 2] = loss_sums(self.loss_function, pred, label)
+        ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        if len(ids) != sums.shape[0]:
+            raise ValueError(f"{len(ids)} case ids for a batch of {sums.shape[0]} predictions")
+        if self._padding:
+            keep = [i for i, c in enumerate(ids) if c not in self._padding]
+            sums, ids = sums[keep], [ids[i] for i in keep]
         self._sums.append(sums)
-        self._ids.extend(str(c) for c in self.batch_transform(engine.state.batch))
+        self._ids.extend(ids)
 
     def __call__(self, engine: Engine) -> None:
         with self._timed("patch_record"):
@@ -194,24 +209,47 @@ class ScoreTracker(_Timed):
                 self.record.save(self.path)
 
 
+class ScoreState:
+    """The score state that lives across epochs: VoG's running mean and variance per case. A separate
+    object so that the resume checkpoint (``scripts.handlers.resume.ResumeCheckpoint``'s ``save_dict``)
+    and the ``CheckpointScorer`` share it: a killed run resumes with the VoG accumulated so far."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, RunningVariance] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"running": {case: r.state_dict() for case, r in self.running.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.running = {}
+        for case, r in state.get("running", {}).items():
+            self.running[case] = RunningVariance()
+            self.running[case].load_state_dict(r)
+
+
 class CheckpointScorer(_Timed):
     """Every ``interval`` epochs, scores each training case on its fixed whole volume (no augmentation).
 
     One forward pass per case in eval mode (batch norm on running statistics), then the gradients
     the chosen scores need; no parameter gradient is accumulated and torch's random state is restored,
-    so training goes on exactly as it would without the pass. VoG accumulates the input gradient of
-    the true-class probability over the checkpoints so far (NaN until the second one), keeping a
-    running mean and variance per case.
+    so training goes on exactly as it would without the pass. VoG (``scripts.scores.vog``) accumulates
+    the input gradient of the summed true-class logit over the checkpoints so far (NaN until the second
+    one), keeping a running mean and variance per case (saved in resume.pt: ``state_dict``).
+
+    Padding: when the loader's items carry a ``mask`` (``scripts.data.transforms.PaddingMaskd``: 1 on
+    real voxels, 0 on the voxels padding added), every score is taken over the real voxels only (the
+    network still sees the padded volume: its receptive field and normalisation are as in training).
 
     Args:
         record: the per-case record (its file is rewritten at ``output_dir/filename``).
         network: the network being trained.
         data_loader: the training cases, deterministic transforms only, spatially divisible for the
-            network, with ``image``, ``label`` and ``case_id``.
+            network, with ``image``, ``label``, ``case_id`` and, when it pads, ``mask``.
         scores: any of ``CHECKPOINT_SCORES``.
         loss_function: the training loss (for "grand_last_layer").
         interval: epochs between checkpoints.
         device: where the network runs.
+        state: the cross-epoch state (VoG's accumulators), shared with the resume checkpoint.
     """
 
     def __init__(
@@ -226,6 +264,7 @@ class CheckpointScorer(_Timed):
         device: str | torch.device = "cpu",
         filename: str = "dynamics.csv",
         save_rank: int = 0,
+        state: ScoreState | None = None,
     ) -> None:
         self.scores = _check(scores, CHECKPOINT_SCORES)
         if "grand_last_layer" in self.scores and loss_function is None:
@@ -240,7 +279,7 @@ class CheckpointScorer(_Timed):
         self.interval = interval
         self.device = torch.device(device)
         self.save_rank = save_rank
-        self.running: dict[str, RunningVariance] = {}
+        self.state = state if state is not None else ScoreState()
         self.logger = logging.getLogger("CheckpointScorer")
         self._init_timer(output_dir)
 
@@ -249,30 +288,49 @@ class CheckpointScorer(_Timed):
         if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    def score_case(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, np.ndarray]:
-        """The chosen scores of a batch (B, C_in, *spatial) / (B, 1, *spatial) -> {name: (B,)} (VoG: the gradient)."""
+    @property
+    def running(self) -> dict[str, RunningVariance]:
+        return self.state.running
+
+    def state_dict(self) -> dict[str, Any]:
+        """VoG's running mean and variance per case: what a resumed run needs to go on with the same VoG."""
+        return self.state.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.state.load_state_dict(state)
+
+    def score_case(
+        self, image: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None, case_ids: Sequence[str] = ()
+    ) -> dict[str, list]:
+        """The chosen scores of a batch (B, C_in, *spatial) / (B, 1, *spatial) -> {name: [B values]} (VoG: each
+        item's per-voxel gradient over its real voxels). ``mask`` (B, 1, *spatial): the padding mask
+        (``scripts.data.transforms.PaddingMaskd``); every voxel average is over the real voxels only."""
         label = label.to(self.device)
-        out: dict[str, np.ndarray] = {}
+        spatial = tuple(image.shape[2:])
+        names = list(case_ids) or [str(i) for i in range(image.shape[0])]
+        boxes = [real_box(None if mask is None else mask[i], spatial, names[i]) for i in range(image.shape[0])]
+        out: dict[str, list] = {}
         if {"grand_last_layer", "cleanlab", "monai_lq"} & set(self.scores):
             with self._timed("forward"):
                 x = image.to(self.device).float().requires_grad_(True)
                 logits = self.network(x)
                 probs = torch.softmax(logits.detach().float(), dim=1)
+            real = [(probs[i : i + 1, :, *box], label[i : i + 1, :, *box]) for i, box in enumerate(boxes)]
         if "grand_last_layer" in self.scores:
             with self._timed("grand_last_layer"):
-                out["grand_last_layer"] = last_layer_grand(self.network, self.loss_function, x, label, logits=logits)
+                out["grand_last_layer"] = list(
+                    last_layer_grand(self.network, self.loss_function, x, label, logits=logits, boxes=boxes)
+                )
         if "cleanlab" in self.scores:
             with self._timed("cleanlab"):
-                out["cleanlab"] = np.array(
-                    [cleanlab_score(p.cpu().numpy(), y.cpu().numpy()) for p, y in zip(probs, label)]
-                )
+                out["cleanlab"] = [cleanlab_score(p[0].cpu().numpy(), y[0].cpu().numpy()) for p, y in real]
         if "monai_lq" in self.scores:
             with self._timed("monai_lq"):
-                out["monai_lq"] = monai_label_quality(probs, label)
+                out["monai_lq"] = [float(monai_label_quality(p, y)[0]) for p, y in real]
         if "vog" in self.scores:
             with self._timed("vog"):
-                grad = true_class_probability_gradient(self.network, image.to(self.device), label)
-                out["vog"] = grad.cpu().numpy()
+                grad = true_class_logit_gradient(self.network, image.to(self.device), label, boxes)
+                out["vog"] = [grad[i][box].cpu().numpy() for i, box in enumerate(boxes)]
         return out
 
     def __call__(self, engine: Engine) -> None:
@@ -291,8 +349,10 @@ class CheckpointScorer(_Timed):
                     batch = next(loader, None)
                 if batch is None:
                     break
-                scored = self.score_case(_batch(batch["image"]), _batch(batch["label"]))
-                for i, case in enumerate(str(c) for c in batch["case_id"]):
+                cases = [str(c) for c in batch["case_id"]]
+                mask = _batch(batch["mask"]) if "mask" in batch else None
+                scored = self.score_case(_batch(batch["image"]), _batch(batch["label"]), mask, cases)
+                for i, case in enumerate(cases):
                     ids.append(case)
                     for name in self.scores:
                         if name == "vog":
@@ -322,6 +382,9 @@ class VolumeScorer:
         record: the per-case record, written to ``output_dir/filename``.
         scores: any of ("el2n", "el2nx", "cleanlab", "monai_lq").
         epoch: the record epoch of the scores when no trainer is given.
+        mask_transform: engine.state.batch -> each item's padding mask (1, *spatial) (e.g.
+            ``from_engine(["mask"])`` with ``scripts.data.transforms.PaddingMaskd`` in the evaluator's
+            transforms): every score and the Dice counts are then over the real voxels only. None: all voxels.
     """
 
     KNOWN = ("el2n", "el2nx", "cleanlab", "monai_lq")
@@ -337,8 +400,10 @@ class VolumeScorer:
         output_transform: Callable = from_engine(["pred", "label"]),
         batch_transform: Callable = from_engine(["case_id"]),
         save_rank: int = 0,
+        mask_transform: Callable | None = None,
     ) -> None:
         self.scores = _check(scores, self.KNOWN)
+        self.mask_transform = mask_transform
         self.record = record
         self.path = Path(output_dir) / filename
         self.epoch = int(epoch)
@@ -362,6 +427,20 @@ class VolumeScorer:
         k = self.record.num_classes
         if logits.shape[1] != k:
             raise ValueError(f"prediction has {logits.shape[1]} channels, expected num_classes={k}")
+        ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        if self.mask_transform is not None:  # item by item, each over its real voxels
+            masks = self.mask_transform(engine.state.batch)
+            for i, case in enumerate(ids):
+                box = (slice(None), slice(None), *real_box(masks[i], tuple(logits.shape[2:]), case))
+                self._rows.append(self._row(logits[i : i + 1][box], label[i : i + 1][box]))
+            self._ids.extend(ids)
+            return
+        self._rows.append(self._row(logits, label))
+        self._ids.extend(ids)
+
+    def _row(self, logits: torch.Tensor, label: torch.Tensor) -> np.ndarray:
+        """Per item: Dice counts, EL2N sums, then the two label-quality values (one flat row each)."""
+        k = self.record.num_classes
         probs = torch.softmax(logits, dim=1)
         counts = foreground_counts(probs.argmax(1).cpu().numpy(), label[:, 0].cpu().numpy(), k)
         el2n = el2n_sums(probs, label, probabilities=True)
@@ -370,11 +449,9 @@ class VolumeScorer:
             for p, y in zip(probs, label)
         ]
         mq = monai_label_quality(probs, label) if "monai_lq" in self.scores else np.full(len(lq), np.nan)
-        # one flat row per item: Dice counts, EL2N sums, then the two label-quality values
-        self._rows.append(
-            np.concatenate([counts.reshape(len(lq), -1), el2n.reshape(len(lq), -1), np.stack([lq, mq], axis=1)], axis=1)
+        return np.concatenate(
+            [counts.reshape(len(lq), -1), el2n.reshape(len(lq), -1), np.stack([lq, mq], axis=1)], axis=1
         )
-        self._ids.extend(str(c) for c in self.batch_transform(engine.state.batch))
 
     def __call__(self, engine: Engine) -> None:
         k = self.record.num_classes

@@ -32,25 +32,40 @@ class ScoreSpec:
         strategy: the selection strategy its paper prescribes for pruning (``scripts.core.selection``
             names: "ambiguous" keeps the middle band, "hard" keeps the hardest, "easy" drops the hardest).
         reference: where the prescription comes from.
+        missing: what a missing (NaN) value means for this score (docs/scores.md). Everywhere a missing
+            value is a case the score does not rank: selection puts it first in the hardest-first order
+            (so "hard" keeps it, "easy" and CCS's cut drop it) and says so (``scripts.core.strategies``);
+            fault detection leaves it out and reports the count beside the AUROC/AUPRC.
     """
 
     higher_is_harder: bool
     strategy: str
     reference: str
+    missing: str = "the case was not scored (not seen in the window, or before the score's first pass)"
 
 
 SCORES: dict[str, ScoreSpec] = {
-    "dad": ScoreSpec(False, "ambiguous", "He et al. 2023 (the paper): keep the ambiguous middle band"),
-    "dad_center_z": ScoreSpec(False, "ambiguous", "DAD's band, after a robust z-score within each center"),
+    "dad": ScoreSpec(False, "ambiguous", "He et al. 2023 (the paper): keep the ambiguous middle band",
+                     "no defined Dice in the window: label and prediction empty at every measured epoch "
+                     "(an empty label the network leaves empty), or the case not measured there"),
+    "dad_center_z": ScoreSpec(False, "ambiguous", "DAD's band, after a robust z-score within each center",
+                              "DAD is missing (a center without spread gets 0, not NaN)"),
     "el2n": ScoreSpec(True, "hard", "Paul et al. 2021: keep the highest-EL2N (hardest) examples"),
-    "el2nx": ScoreSpec(True, "hard", "He et al. 2023 (EL2N on foreground voxels): as EL2N"),
+    "el2nx": ScoreSpec(True, "hard", "He et al. 2023 (EL2N on foreground voxels): as EL2N",
+                       "no foreground voxel in the label (an empty label: EL2Nx is undefined, not large), "
+                       "or the case not seen in the window"),
     "loss": ScoreSpec(True, "hard", "loss-based pruning keeps the high-loss examples, as EL2N"),
-    "grand_last_layer": ScoreSpec(True, "hard", "Paul et al. 2021 (GraNd): keep the largest gradient norms"),
-    "vog": ScoreSpec(True, "hard", "Agarwal et al. 2022: high VoG = hard; keep the hardest, as the paper's Fig. 4"),
-    "forgetting": ScoreSpec(True, "hard", "Toneva et al. 2019: drop the unforgettable (never-forgotten) examples"),
-    "cleanlab": ScoreSpec(False, "easy", "cleanlab label quality: drop the lowest-quality labels (likely issues)"),
-    "monai_lq": ScoreSpec(True, "easy", "MONAI label_quality_score (|p - y|): drop the worst-agreeing labels"),
-}
+    "grand_last_layer": ScoreSpec(True, "hard", "Paul et al. 2021 (GraNd): keep the largest gradient norms",
+                                  "no checkpoint pass yet"),
+    "vog": ScoreSpec(True, "hard", "Agarwal et al. 2022: high VoG = hard; keep the hardest, as the paper's Fig. 4",
+                     "fewer than 2 checkpoint passes so far (a variance over checkpoints needs 2)"),
+    "forgetting": ScoreSpec(True, "hard", "Toneva et al. 2019: drop the unforgettable (never-forgotten) examples",
+                            "no defined Dice up to the epoch (as DAD)"),
+    "cleanlab": ScoreSpec(False, "easy", "cleanlab label quality: drop the lowest-quality labels (likely issues)",
+                          "no checkpoint pass yet"),
+    "monai_lq": ScoreSpec(True, "easy", "MONAI label_quality_score (|p - y|): drop the worst-agreeing labels",
+                          "no checkpoint pass yet"),
+}  # fmt: skip
 
 
 def hardness(values: np.ndarray, score: str) -> np.ndarray:

@@ -37,6 +37,7 @@ def last_layer_grand(
     image: torch.Tensor,
     label: torch.Tensor,
     logits: torch.Tensor | None = None,
+    boxes: Sequence[tuple[slice, ...]] | None = None,
 ) -> np.ndarray:
     """Per item, the gradient norm of ``loss_function(logits_i, label_i)`` w.r.t. the last layer's parameters.
 
@@ -45,6 +46,8 @@ def last_layer_grand(
         loss_function: the training loss, called on one item at a time.
         image: shape (B, C_in, *spatial); label: (B, 1, *spatial).
         logits: ``network(image)`` if already computed with autograd on (saves a forward pass).
+        boxes: each item's real (unpadded) voxels (``scripts.scores.vog.real_box``): the loss is taken
+            there only, so padding does not dilute it; None: the whole item.
 
     Returns:
         float64 array of shape (B,).
@@ -55,5 +58,7 @@ def last_layer_grand(
     label = torch.as_tensor(label).to(logits.device)
     out = np.empty(logits.shape[0])
     for i in range(logits.shape[0]):
-        out[i] = grad_norm(loss_function(logits[i : i + 1].float(), label[i : i + 1]), params, retain_graph=True)
+        box = (slice(None), slice(None), *boxes[i]) if boxes is not None else (slice(None),)
+        item_logits, item_label = logits[i : i + 1][box], label[i : i + 1][box]
+        out[i] = grad_norm(loss_function(item_logits.float(), item_label), params, retain_graph=True)
     return out

@@ -6,7 +6,9 @@
 - MONAI's ``monai.metrics.label_quality_score``: mean |softmax - onehot(label)| over voxels and
   classes (background included). HIGH = the label disagrees with the model.
 
-Neither is re-implemented here: these are thin adapters of shapes.
+Neither is re-implemented here: these are thin adapters of shapes. Both average over the voxels they
+are given: pass a case's real voxels only (crop padding away, ``scripts.scores.vog.real_box``), or
+padded background enters the average (``CheckpointScorer`` crops).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ __all__ = ["auroc", "auprc", "scores_at", "detection_rows", "read_fault_manifest
 
 WINDOW_SCORES = ("el2n", "el2nx", "loss", "cleanlab", "monai_lq")  # means over the window, like DAD
 LATEST_SCORES = ("vog", "grand_last_layer")  # checkpoint-pass scores: the latest value up to the epoch
-TABLE_FIELDS = ("epoch", "score", "kind", "n_faults", "n_clean", "auroc", "auprc", "prevalence")
+TABLE_FIELDS = ("epoch", "score", "kind", "n_faults", "n_clean", "auroc", "auprc", "prevalence",
+                "n_missing_faults", "n_missing_clean")  # fmt: skip
 
 
 def scores_at(
@@ -80,7 +81,12 @@ def detection_rows(
     case_ids: Sequence[str], scores: Mapping[str, np.ndarray], faults: Mapping[str, Mapping[str, str]], epoch: int
 ) -> list[dict[str, Any]]:
     """AUROC/AUPRC rows for every score: all faults vs clean cases, then each severity (all kinds), each
-    kind and each kind/severity, each vs the clean cases only (other faults left out)."""
+    kind and each kind/severity, each vs the clean cases only (other faults left out).
+
+    Cases whose score is missing (NaN, e.g. EL2Nx of an empty label) are left out, not ranked as the
+    hardest (that gave free hits: an emptied label "detected" with AUROC 1): the metrics are over the
+    cases the score defines, ``n_faults``/``n_clean`` count those, and ``n_missing_faults`` /
+    ``n_missing_clean`` the ones left out."""
     ids = list(case_ids)
     faulty = np.array([c in faults for c in ids])
     groups: dict[str, np.ndarray] = {"all": faulty}
@@ -95,23 +101,36 @@ def detection_rows(
     rows = []
     for name, values in scores.items():
         h = hardness(values, name)
+        defined = ~np.isnan(h)
         for kind, positive in groups.items():
-            keep = positive | ~faulty
             if not positive.any():
                 continue
+            keep = (positive | ~faulty) & defined
+            n_pos = int((positive & defined).sum())
             rows.append(
                 {
                     "epoch": epoch,
                     "score": name,
                     "kind": kind,
-                    "n_faults": int(positive.sum()),
-                    "n_clean": int((~faulty).sum()),
+                    "n_faults": n_pos,
+                    "n_clean": int((~faulty & defined).sum()),
                     "auroc": auroc(h[keep], positive[keep]),
                     "auprc": auprc(h[keep], positive[keep]),
-                    "prevalence": float(positive.sum() / keep.sum()),
+                    "prevalence": float(n_pos / keep.sum()) if keep.any() else float("nan"),
+                    "n_missing_faults": int((positive & ~defined).sum()),
+                    "n_missing_clean": int((~faulty & ~defined).sum()),
                 }
             )
     return rows
+
+
+def _cell(row: Mapping[str, Any]) -> str:
+    """AUROC / AUPRC, and how many faulty + clean cases the score left undefined (not ranked) when any."""
+    undefined = np.isnan(row["auroc"]) and np.isnan(row["auprc"])
+    text = "–" if undefined else f"{row['auroc']:.3f} / {row['auprc']:.3f}"
+    if row["n_missing_faults"] or row["n_missing_clean"]:
+        text += f" ({row['n_missing_faults']}+{row['n_missing_clean']} missing)"
+    return text
 
 
 def _markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
@@ -120,15 +139,17 @@ def _markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
     lines = ["# Fault detection: AUROC / AUPRC of ranking planted faults as the hardest cases", "", note, ""]
     for kind in kinds:
         sub = [r for r in rows if r["kind"] == kind]
-        n = sub[0]["n_faults"]
-        lines += [f"## {kind} ({n} faulty vs {sub[0]['n_clean']} clean cases; chance AUPRC {sub[0]['prevalence']:.3f})"]
+        full = max(sub, key=lambda r: r["n_faults"] + r["n_clean"])  # a score that defines every case
+        n = full["n_faults"] + full["n_missing_faults"]
+        n_clean = full["n_clean"] + full["n_missing_clean"]
+        lines += [f"## {kind} ({n} faulty vs {n_clean} clean cases; chance AUPRC {n / (n + n_clean):.3f})"]
         lines += ["", "| score | " + " | ".join(f"epoch {e}" for e in epochs) + " |"]
         lines += ["|---|" + "---|" * len(epochs)]
         for name in dict.fromkeys(r["score"] for r in sub):
             cells = []
             for e in epochs:
                 hit = [r for r in sub if r["score"] == name and r["epoch"] == e]
-                cells.append(f"{hit[0]['auroc']:.3f} / {hit[0]['auprc']:.3f}" if hit else "–")
+                cells.append(_cell(hit[0]) if hit else "–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -173,7 +194,9 @@ def run_fault_detection(
     )
     note = (
         f"Record: `{stage1 / 'dynamics.csv'}`; faults: `{faults}`; DAD and window scores over the last "
-        f"{delta_t} epochs up to each epoch. Each cell: AUROC / AUPRC (higher is better; chance AUROC 0.5)."
+        f"{delta_t} epochs up to each epoch. Each cell: AUROC / AUPRC (higher is better; chance AUROC 0.5) "
+        "over the cases the score defines; '(f+c missing)': f faulty and c clean cases without a value "
+        "(NaN, see docs/scores.md), left out rather than ranked as the hardest."
     )
     write_text_atomic(out / "fault_detection.md", _markdown(rows, note) + "\n")
     return rows
