@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -482,8 +483,9 @@ def generate_dataset(
 
 
 def ensure_dataset(dataset_dir: str | Path, **kwargs) -> str:
-    """Return dataset_dir/dataset.json; generate the synthetic set only if absent."""
-    json_path = Path(dataset_dir) / DATASET_JSON
+    """Return dataset_dir/dataset.json as an absolute path (a relative ``dataset_dir`` is taken from the
+    working directory); generate the synthetic set only if absent."""
+    json_path = Path(os.path.abspath(dataset_dir)) / DATASET_JSON
     if json_path.is_file():
         return str(json_path)
     return str(generate_dataset(dataset_dir, **kwargs))
