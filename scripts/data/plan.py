@@ -204,5 +204,6 @@ def write_plan(
     used = {"num_classes": int(num_classes), "spacing_transforms": describe(spacing),
             "intensity_transforms": describe(intensity)}  # fmt: skip
     path = write_json_atomic(Path(output_dir) / "plan.json", {"plan": dict(plan), "used": used})
-    logger.info(f"plan from the data ({plan.get('from')}): {json.dumps(plan, ensure_ascii=False)}; used: {json.dumps(used)}; {path}")
+    text = json.dumps(plan, ensure_ascii=False)
+    logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {path}")
     return Path(path)

@@ -2,6 +2,7 @@
 
     python -m scripts.experiments.benchmark [--work_dir runs/benchmark] [--keep "[0.7,0.5,0.3]"] [--seeds "[0,1,2]"]
         [--arms "['dad:ambiguous','el2n:hard','dad:ccs','random']"] [--preset ...] [--overrides "{...}"]
+    python -m scripts.experiments.benchmark --help      # every option, with an example for one's own data
 
 An arm may end in ``@EPOCH`` ("dad:ambiguous@30"): its subset is ranked at the window ending at that
 epoch instead of the last one (what pruning early, where a stop rule fires, would have picked).
@@ -32,6 +33,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.data.subset import Selection, choose_window, export_subset, read_run_info
 from scripts.scores import SCORES, ease
 from scripts.utils.atomic import write_text_atomic
+from scripts.utils.errors import InputError, install_hook
 from scripts.workflows.fault_detection import scores_at
 
 __all__ = [
@@ -202,17 +204,29 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; returns every result row. ``runner`` runs one bundle workflow
     (default: ``scripts.workflows.pipeline.bundle_run``, a fresh process per run)."""
-    from scripts.workflows.pipeline import TRAIN_TO_THE_END, check_overrides, retrain_overrides
+    from scripts.workflows.pipeline import (
+        TRAIN_TO_THE_END,
+        check_overrides,
+        check_pipeline,
+        config_files,
+        retrain_overrides,
+        user_paths,
+    )
 
     if runner is None:
         from scripts.workflows.pipeline import bundle_run as runner
     work = Path(work_dir).resolve()
-    presets = [preset] if isinstance(preset, str) else list(preset or [])
-    train_cfg = ["configs/train.yaml", *presets]
-    common = check_overrides(overrides or {})
+    train_cfg = config_files(preset)
+    common = user_paths(check_overrides(overrides or {}))
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    keep = [float(k) for k in (keep if isinstance(keep, (list, tuple)) else [keep])]
     for arm in arms:
-        parse_arm(split_window(arm)[0])
+        try:
+            parse_arm(split_window(arm)[0])
+        except ValueError as e:
+            raise InputError(f"--arms: {e}") from None
+    for kept in keep:  # every stage checked before the first runs
+        check_pipeline(work, train_cfg, common, prune_rate(kept), "random", "matched", seeds)
     results_path = work / "results.jsonl"
     done = read_results(results_path)
 
@@ -274,8 +288,47 @@ def run_benchmark(
     return rows
 
 
+def main(
+    work_dir: str = "runs/benchmark",
+    arms: Sequence[str] = DEFAULT_ARMS,
+    keep: Sequence[float] = (0.7, 0.5, 0.3),
+    seeds: Sequence[int] = (0, 1, 2),
+    preset: str | Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    prune_epoch: int | None = None,
+    stratify: bool = False,
+) -> None:
+    """Every score's pruning against random and the full data, at several kept fractions and seeds.
+
+    One stage 1 (the first seed) records every score; for each arm and kept fraction a subset is exported
+    and retrained per seed, and every model is evaluated on the untouched test set. Writes table.md
+    (test Dice per center, paired differences with 95% intervals), benchmark.png and results.jsonl; a
+    rerun skips the finished runs. Everything is checked before the first run.
+
+    Your own data (a Decathlon folder with dataset.json), planned from the data, two arms, one fraction::
+
+        python -m scripts.experiments.benchmark --work_dir runs/bench_mine --arms "['dad:ambiguous','random']"
+            --keep "[0.7]" --seeds "[0,1]" --overrides "{'dataset_dir': 'data/MyTask'}"
+
+    Args:
+        work_dir: folder for every run, log, subset and the table; relative to the working directory.
+        arms: pruning arms, each "score:strategy" (e.g. "el2n:hard", "dad:ccs") or "random"; a suffix
+            @EPOCH ranks that arm at the window ending at that epoch (e.g. @30). Default all scores.
+        keep: fractions of the training cases kept, each in (0, 1), e.g. "[0.7,0.5,0.3]".
+        seeds: one retraining per arm, fraction and seed, and one full-data training per seed.
+        preset: a config merged onto configs/train.yaml for every run, e.g. configs/presets/hippocampus.yaml;
+            without one, classes, spacing, padding and normalisation are planned from the data (plan.json).
+        overrides: configs/train.yaml settings for every run, e.g. "{'dataset_dir': 'data/MyTask'}" (paths
+            relative to the working directory) or epochs and patch_size; run-owned ones are refused.
+        prune_epoch: rank every arm without @EPOCH at the window ending here (default the last full one).
+        stratify: prune the same fraction within each center.
+    """
+    run_benchmark(work_dir, arms, keep, seeds, preset, overrides, prune_epoch, stratify)
+
+
 if __name__ == "__main__":
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_benchmark, serialize=lambda _: None)
+    install_hook()  # a refused benchmark: the message is the last line
+    fire.Fire(main, serialize=lambda _: None)
