@@ -166,9 +166,10 @@ def bundle_run(
     start = progress.start(run_id, f"{label} (log: {log_file})") if progress else time.perf_counter()
     returncode = run_logged(cmd, ROOT, log_file, echo=progress is not None)
     if returncode != 0:
-        lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
-        why = f": {lines[-1].strip()}" if lines else ""
-        raise RuntimeError(f"{run_id} {log_file.stem} failed (exit {returncode}); see {log_file}{why}")
+        text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        why = f"; its last line: {lines[-1]}" if lines else ""
+        raise RuntimeError(f"{run_id} failed (exit {returncode}, {log_file.stem}); see {log_file}{why}")
     wall = progress.end(run_id, label, start) if progress else time.perf_counter() - start
     write_json_atomic(done, {"cmd": cmd[1:], "wall_s": wall})
     return wall
