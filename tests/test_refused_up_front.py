@@ -97,6 +97,7 @@ def test_image_and_label_with_different_affines_is_refused_in_one_last_line(tmp_
     assert "Traceback" not in out and not (tmp_path / "out").exists() and not (tmp_path / "models").exists()
 
 
+@pytest.mark.slow  # a second real bundle run (~20 s on a busy machine)
 def test_debug_keeps_the_traceback(tmp_path, data):
     path, _, label, _ = data
     affine = nib.load(label).affine.copy()
