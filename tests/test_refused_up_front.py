@@ -290,3 +290,11 @@ def test_pipeline_refuses_a_rate_budget_or_preset_it_cannot_run(tmp_path):
         with pytest.raises(InputError, match=words.replace("(", r"\(").replace(".", r"\.")):
             run_pipeline(work_dir=str(tmp_path / "pipe"), **kwargs)
     assert not (tmp_path / "pipe").exists()
+
+
+def test_a_folder_of_images_without_dataset_json_is_refused_not_filled_with_synthetic_data(tmp_path, clean):
+    folder = tmp_path / "My Task"
+    shutil.copytree(clean.parent / "imagesTr", folder / "imagesTr")
+    before = sorted(p.name for p in folder.rglob("*"))
+    _refused(tmp_path, folder, f"--dataset_dir {folder}: no dataset.json in this folder", "--dataset_json FILE")
+    assert sorted(p.name for p in folder.rglob("*")) == before  # nothing generated into the user's folder
