@@ -45,8 +45,7 @@ def _stage1(tmp_path, dataset_dir, **overrides):
         ckpt_dir=str(tmp_path / "models"),
         dataset_dir=str(dataset_dir),
         num_workers=0,
-        epochs=1,
-        **overrides,
+        **{"epochs": 1, "delta_t": 1, "val_interval": 1, **overrides},
     )
     workflow.initialize()
     return workflow

@@ -167,7 +167,7 @@ def test_arm_at_an_earlier_window(tmp_path):
 def test_a_users_data_list_reaches_stage1_and_full_runs_not_the_retrainings(tmp_path):
     dataset = _dataset(tmp_path)
     runner = FakeRunner(dataset)
-    overrides = {"dataset_json": str(dataset), "epochs": 3}
+    overrides = {"dataset_json": str(dataset), "epochs": 3, "delta_t": 3, "val_interval": 3}  # passes the checks
     run_benchmark(str(tmp_path / "bench"), arms=["random"], keep=[0.5], seeds=[0, 1], overrides=overrides,
                   runner=runner)  # fmt: skip
     trainings = [s for run_id, s in runner.calls if run_id == "training"]

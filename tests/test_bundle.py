@@ -88,6 +88,7 @@ def test_train_workflow_properties(tmp_path):
         synthetic={"num_train": 4, "num_val": 1, "num_test": 1, "shape": [16, 16, 16]},
         num_workers=0,
         epochs=7,
+        delta_t=7,
     )
     workflow.initialize()
     # MONAI resolves every required property (building the trainer), so this also checks the wiring

@@ -123,6 +123,8 @@ def exported(tmp_path_factory):
         str(work / "models"),
         "--epochs",
         "2",
+        "--delta_t",
+        "1",
         *TINY_RUN,
     )
     result = export_bundle(str(work / "models" / "model.pt"), out=str(work / "dist"))

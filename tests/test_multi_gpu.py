@@ -61,7 +61,8 @@ def test_two_gloo_processes_write_the_single_process_record(tmp_path):
 @pytest.mark.slow
 def test_two_gloo_processes_count_each_case_once_in_patches_mode(tmp_path):
     # 5 cases on 2 ranks: the training sampler gives rank 1 a repeat of one case, which is not counted
-    patches = ["--dad_mode", "patches", "--epochs", "1", "--learning_rate", "0.003", "--num_crops", "2"]
+    patches = ["--dad_mode", "patches", "--epochs", "1", "--val_interval", "1", "--learning_rate", "0.003"]
+    patches += ["--num_crops", "2"]
     scores = ["--score_patches", "True"]  # EL2N, EL2Nx and loss pool the same items as the DAD counts
     _run([*TORCHRUN, *BUNDLE, TWO, *_settings(tmp_path, "multi"), *patches, *scores, "--backend", "gloo"])
     table = read_dynamics(tmp_path / "multi" / "dynamics.csv")

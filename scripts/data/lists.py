@@ -12,6 +12,7 @@ import numpy as np
 from monai.data import load_decathlon_datalist
 
 from scripts.data.case_ids import case_id_of
+from scripts.utils.errors import InputError
 
 __all__ = ["AUDIT_LISTS", "case_id_of", "ensure_splits", "image_list", "labelled_cases", "load_datalist"]
 
@@ -37,7 +38,7 @@ def load_datalist(
         default_center: center name for entries that have none.
         check_files: raise ``FileNotFoundError`` naming the case when an image or label is missing.
     """
-    dataset_json = Path(dataset_json)
+    dataset_json = Path(os.path.abspath(dataset_json))  # relative: from the working directory, once
     entries = load_decathlon_datalist(dataset_json, is_segmentation=True, data_list_key=key)
     if limit is not None:
         entries = entries[: int(limit)]
@@ -52,17 +53,54 @@ def load_datalist(
     return entries
 
 
-def image_list(source: str | os.PathLike, key: str = "test") -> list[dict]:
-    """Images to segment: every NIfTI file in a folder, or the ``key`` list of a Decathlon-style JSON."""
-    source = Path(source)
+def _unusable(path: str, in_channels: int) -> str | None:
+    """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels), or None."""
+    import nibabel as nib
+
+    from scripts.data.combine import spatial_shape
+
+    try:
+        img = nib.load(path)
+        shape = tuple(int(v) for v in img.shape)
+        if 0 in shape:
+            return f"an empty dimension, shape {shape}"
+        np.asanyarray(img.dataobj)  # reads it all: a truncated file fails here, not in the middle of the batch
+    except Exception as e:  # not a NIfTI, corrupt header, truncated data
+        return f"unreadable: {type(e).__name__}: {e}"
+    channels = int(np.prod(shape[3:], dtype=np.int64))
+    if len(spatial_shape(shape)) < 3 or channels != int(in_channels):
+        return f"shape {shape}: the network takes 3-D images with {in_channels} channel(s)"
+    return None
+
+
+def image_list(source: str | os.PathLike, key: str = "test", in_channels: int = 1) -> list[dict]:
+    """Images to segment: every NIfTI file in a folder, or the ``key`` list of a Decathlon-style JSON.
+
+    An image that cannot be read, or has the wrong shape (not 3-D, not ``in_channels`` channels), is
+    skipped with a warning naming the case and the file, so one bad file does not stop the batch; none
+    left is an error.
+    """
+    source = Path(os.path.abspath(source))
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
         if not files:
-            raise FileNotFoundError(f"no .nii/.nii.gz images in {source}")
-        return [{"image": str(p), "case_id": case_id_of(p)} for p in files]
-    if source.is_file():
-        return [{k: d[k] for k in ("image", "case_id") if k in d} for d in load_datalist(source, key)]
-    raise FileNotFoundError(f"inference input not found: {source}")
+            raise InputError(f"no .nii/.nii.gz images in {source}; fix: give a folder of NIfTI images or a data list")
+        entries = [{"image": str(p), "case_id": case_id_of(p)} for p in files]
+    elif source.is_file():
+        listed = load_datalist(source, key, check_files=False)
+        entries = [{k: d[k] for k in ("image", "case_id") if k in d} for d in listed]
+    else:
+        raise InputError(f"inference input not found: {source}; fix: --input FOLDER or a data list JSON")
+    kept = []
+    for entry in entries:
+        why = _unusable(entry["image"], in_channels)
+        if why:
+            logging.getLogger("data").warning(f"skipped case {entry['case_id']}: {why}: {entry['image']}")
+        else:
+            kept.append(entry)
+    if not kept:
+        raise InputError(f"{source}: none of the {len(entries)} images can be segmented (see the warnings above)")
+    return kept
 
 
 def labelled_cases(

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from scripts.core.dynamics import case_dice, pooled_dice
+from scripts.data.checks import DataError
 from scripts.utils.atomic import write_csv_atomic
 
 __all__ = ["DynamicsRecord", "read_dynamics"]
@@ -229,7 +230,6 @@ class DynamicsRecord:
                     record._scores[k][int(e)] = column
         return record
 
-
     @classmethod
     def merge(cls, records: Sequence[DynamicsRecord], order: Sequence[str] | None = None) -> DynamicsRecord:
         """One record of disjoint records of the same classes (e.g. the held-out folds of an audit), its
@@ -260,8 +260,24 @@ class DynamicsRecord:
         return merged
 
 
+def _cell(path: Path, line: int, column: str, value: str | None) -> float:
+    if value is None:
+        raise DataError(
+            f"{path}, line {line}: the row ends before column {column!r} (a file cut mid-line?); "
+            "fix: delete that line, or rerun with --resume True to record it again"
+        )
+    try:
+        return float(value) if value != "" else np.nan
+    except ValueError:
+        where = f"{path}, line {line}, column {column!r}"
+        raise DataError(f"{where}: {value!r} is not a number; fix: delete that line") from None
+
+
 def read_dynamics(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
-    """Read a dynamics CSV into columns: strings for ids, floats (NaN for empty cells) otherwise."""
+    """Read a dynamics CSV into columns: strings for ids, floats (NaN for empty cells) otherwise.
+
+    A row cut short, a cell that is not a number or a second row of one (case, epoch) is a ``DataError``
+    naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dynamics record not found: {path}")
@@ -271,13 +287,20 @@ def read_dynamics(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
         fields = reader.fieldnames or []
     missing = [k for k in BASE_FIELDS if k not in fields]
     if missing:
-        raise ValueError(f"{path}: not a dynamics record, missing columns {missing}")
+        raise DataError(f"{path}: not a dynamics record, missing columns {missing}")
     if not rows:
-        raise ValueError(f"{path}: the dynamics record is empty")
+        raise DataError(f"{path}: the dynamics record is empty")
     text_cols = {"case_id", "center", "source"}
-    return {
-        k: np.array([r[k] for r in rows])
-        if k in text_cols
-        else np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
-        for k in fields
-    }
+    columns: dict[str, list] = {k: [] for k in fields}
+    seen: dict[tuple[str, float], int] = {}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        for k in fields:
+            columns[k].append(row[k] if k in text_cols and row[k] is not None else _cell(path, line, k, row[k]))
+        key = (row["case_id"], columns["epoch"][-1])
+        if key in seen:
+            raise DataError(
+                f"{path}, line {line}: a second row for case {key[0]} at epoch {key[1]:g} (the first is line "
+                f"{seen[key]}); fix: keep one of them"
+            )
+        seen[key] = line
+    return {k: np.array(v) for k, v in columns.items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -482,10 +483,19 @@ def generate_dataset(
 
 
 def ensure_dataset(dataset_dir: str | Path, **kwargs) -> str:
-    """Return dataset_dir/dataset.json; generate the synthetic set only if absent."""
-    json_path = Path(dataset_dir) / DATASET_JSON
+    """Return dataset_dir/dataset.json as an absolute path (a relative ``dataset_dir`` is taken from the
+    working directory); generate the synthetic set only if absent."""
+    json_path = Path(os.path.abspath(dataset_dir)) / DATASET_JSON
     if json_path.is_file():
         return str(json_path)
+    if json_path.parent.is_dir() and any(json_path.parent.iterdir()):  # a user's folder: never write into it
+        from scripts.utils.errors import InputError
+
+        raise InputError(
+            f"--dataset_dir {json_path.parent}: no {DATASET_JSON} in this folder (and it is not empty, so the "
+            "embedded synthetic set is not generated there); fix: add a Decathlon dataset.json (`python -m "
+            "scripts.data.combine datalist` makes one from imagesTr/labelsTr), or give --dataset_json FILE"
+        )
     return str(generate_dataset(dataset_dir, **kwargs))
 
 

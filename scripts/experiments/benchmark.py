@@ -2,6 +2,7 @@
 
     python -m scripts.experiments.benchmark [--work_dir runs/benchmark] [--keep "[0.7,0.5,0.3]"] [--seeds "[0,1,2]"]
         [--arms "['dad:ambiguous','el2n:hard','dad:ccs','random']"] [--preset ...] [--overrides "{...}"]
+    python -m scripts.experiments.benchmark --help      # every option, with an example for one's own data
 
 Where an arm ranks: by default at the window where stage 1's stop rule fired (its ``stop_rule.json``,
 as the pipeline prunes), else at the last full window; ``--prune_epoch N`` moves every arm, and an arm
@@ -38,6 +39,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.data.subset import Selection, choose_window, export_subset, read_run_info
 from scripts.scores import SCORES, ease
 from scripts.utils.atomic import write_text_atomic
+from scripts.utils.errors import InputError, install_hook
 from scripts.workflows.fault_detection import scores_at
 
 __all__ = [
@@ -245,19 +247,31 @@ def run_benchmark(
     (default: ``scripts.workflows.pipeline.bundle_run``, a fresh process per run). ``stage1_per_seed``:
     a scored stage 1 per seed (see the module docstring), else one for all seeds."""
     from scripts.utils.flags import as_bool
-    from scripts.workflows.pipeline import TRAIN_TO_THE_END, check_overrides, retrain_overrides
+    from scripts.workflows.pipeline import (
+        TRAIN_TO_THE_END,
+        check_overrides,
+        check_pipeline,
+        config_files,
+        retrain_overrides,
+        user_paths,
+    )
 
     if runner is None:
         from scripts.workflows.pipeline import bundle_run as runner
     work = Path(work_dir).resolve()
-    presets = [preset] if isinstance(preset, str) else list(preset or [])
-    train_cfg = ["configs/train.yaml", *presets]
-    common = check_overrides(overrides or {})
+    train_cfg = config_files(preset)
+    common = user_paths(check_overrides(overrides or {}))
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     per_seed = as_bool(stage1_per_seed, "stage1_per_seed")
     noise = NOISE_BOTH if per_seed else NOISE_RETRAIN
+    keep = [float(k) for k in (keep if isinstance(keep, (list, tuple)) else [keep])]
     for arm in arms:
-        parse_arm(split_window(arm)[0])
+        try:
+            parse_arm(split_window(arm)[0])
+        except ValueError as e:
+            raise InputError(f"--arms: {e}") from None
+    for kept in keep:  # every stage checked before the first runs
+        check_pipeline(work, train_cfg, common, prune_rate(kept), "random", "matched", seeds)
     results_path = work / "results.jsonl"
     done = read_results(results_path)
     mixed = {r.get("noise", NOISE_RETRAIN) for r in done.values() if r["arm"] not in ("full", "random")} - {noise}
@@ -338,8 +352,53 @@ def run_benchmark(
     return rows
 
 
+def main(
+    work_dir: str = "runs/benchmark",
+    arms: Sequence[str] = DEFAULT_ARMS,
+    keep: Sequence[float] = (0.7, 0.5, 0.3),
+    seeds: Sequence[int] = (0, 1, 2),
+    preset: str | Sequence[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    prune_epoch: int | None = None,
+    stratify: bool = False,
+    stage1_per_seed: bool = False,
+) -> None:
+    """Every score's pruning against random and the full data, at several kept fractions and seeds.
+
+    One stage 1 (the first seed; one per seed with --stage1_per_seed True) records every score; for each
+    arm and kept fraction a subset is exported
+    and retrained per seed, and every model is evaluated on the untouched test set. Writes table.md
+    (test Dice per center, paired differences with 95% intervals), benchmark.png and results.jsonl; a
+    rerun skips the finished runs. Everything is checked before the first run.
+
+    Your own data (a Decathlon folder with dataset.json), planned from the data, two arms, one fraction::
+
+        python -m scripts.experiments.benchmark --work_dir runs/bench_mine --arms "['dad:ambiguous','random']"
+            --keep "[0.7]" --seeds "[0,1]" --overrides "{'dataset_dir': 'data/MyTask'}"
+
+    Args:
+        work_dir: folder for every run, log, subset and the table; relative to the working directory.
+        arms: pruning arms, each "score:strategy" (e.g. "el2n:hard", "dad:ccs") or "random"; a suffix
+            @EPOCH ranks that arm at the window ending at that epoch (e.g. @30), @last at the last full
+            window; without a suffix an arm ranks where stage 1's stop rule fired. Default all scores.
+        keep: fractions of the training cases kept, each in (0, 1), e.g. "[0.7,0.5,0.3]".
+        seeds: one retraining per arm, fraction and seed, and one full-data training per seed.
+        preset: a config merged onto configs/train.yaml for every run, e.g. configs/presets/hippocampus.yaml;
+            without one, classes, spacing, padding and normalisation are planned from the data (plan.json).
+        overrides: configs/train.yaml settings for every run, e.g. "{'dataset_dir': 'data/MyTask'}" (paths
+            relative to the working directory) or epochs and patch_size; run-owned ones are refused.
+        prune_epoch: rank every arm without a suffix at the window ending here (default where the stop
+            rule fired, else the last full window).
+        stratify: prune the same fraction within each center.
+        stage1_per_seed: a scored stage 1 per seed, so the intervals cover stage 1's noise too (the
+            table's noise column says which).
+    """
+    run_benchmark(work_dir, arms, keep, seeds, preset, overrides, prune_epoch, stratify, stage1_per_seed)
+
+
 if __name__ == "__main__":
     import fire
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_benchmark, serialize=lambda _: None)
+    install_hook()  # a refused benchmark: the message is the last line
+    fire.Fire(main, serialize=lambda _: None)

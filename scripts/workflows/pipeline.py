@@ -3,6 +3,7 @@ size, retrain on both subsets, evaluate all three on the test set, print one tab
 
     python -m scripts.workflows.pipeline [--work_dir runs/pipeline] [--rate 0.3] [--seeds "[0,1,2]"]
         [--preset configs/presets/hippocampus.yaml] [--overrides "{'epochs': 20}"]
+    python -m scripts.workflows.pipeline --help      # every option, with an example for one's own data
 
 Every stage is a plain ``python -m monai.bundle run ...`` of the bundle's own configs, so each can be
 rerun by hand with the command the pipeline logs. With several seeds, stage 1 (seed 0) supplies the DAD
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,8 +25,11 @@ from typing import Any
 import fire
 import numpy as np
 
+from scripts.core.strategies import check_settings
+from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
+from scripts.utils.errors import InputError, install_hook
 from scripts.workflows.progress import StageProgress, run_logged
 
 logger = logging.getLogger("pipeline")
@@ -47,6 +52,11 @@ RETRAIN_OWNED = ("dataset_json", "epochs")
 # a full-data model (and a reference or benchmark stage 1) trains every epoch: train.yaml's default
 # early_prune would stop it where the stop rule fires
 TRAIN_TO_THE_END = {"early_prune": False}
+# overrides naming a path the user typed: resolved against the user's working directory (the stages run
+# in the bundle root)
+PATH_KEYS = ("dataset_dir", "dataset_json")
+BUDGETS = ("matched", "proportional")
+PRESET_EXAMPLE = "configs/presets/hippocampus.yaml"
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,6 +66,65 @@ def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         hints = [f"{k} (use {PIPELINE_OWNED[k]})" if PIPELINE_OWNED.get(k) else k for k in clash]
         raise ValueError(f"--overrides may not set what the pipeline sets for each stage: {', '.join(hints)}")
     return dict(overrides)
+
+
+def user_paths(overrides: Mapping[str, Any], cwd: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The overrides with the paths a user typed (``dataset_dir``, ``dataset_json``) made absolute against
+    ``cwd`` (default: the working directory), once, before the stages run elsewhere."""
+    base = Path(cwd or os.getcwd())
+    return {k: str(base / str(v)) if k in PATH_KEYS and not Path(str(v)).is_absolute() else v
+            for k, v in overrides.items()}  # fmt: skip
+
+
+def config_files(preset: str | Sequence[str] | None, cwd: str | os.PathLike | None = None) -> list[str]:
+    """train.yaml and the presets, each found from the working directory or else the bundle root."""
+    presets = [preset] if isinstance(preset, str) else list(preset or [])
+    found = []
+    for name in presets:
+        here = Path(cwd or os.getcwd()) / name
+        path = here if here.is_file() else ROOT / name
+        if not path.is_file():
+            raise InputError(f"--preset {name}: no such file here or in {ROOT}; fix: e.g. --preset {PRESET_EXAMPLE}")
+        found.append(str(path.resolve()))
+    return ["configs/train.yaml", *found]
+
+
+def stage_settings(train_cfg: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, int]:
+    """epochs, val_interval and delta_t of stage 1 as the configs and overrides set them (literals only)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / f) if not Path(f).is_absolute() else f for f in train_cfg])
+    out = {}
+    for key in ("epochs", "val_interval", "delta_t"):
+        value = overrides.get(key, parser.get(key))
+        if isinstance(value, (int, float)) or str(value).strip().isdigit():
+            out[key] = int(value)
+    return out
+
+
+def check_pipeline(
+    work: Path, train_cfg: Sequence[str], overrides: Mapping[str, Any], rate: float, strategy: str, budget: str,
+    seeds: Sequence[int],
+) -> None:  # fmt: skip
+    """Refuse, before any stage runs, a pipeline whose stages cannot follow each other: stage 1 shorter than
+    a DAD window or than val_interval (prune would find no window, evaluation no model.pt), a prune rate
+    or strategy the prune stage refuses, an unknown budget, no seeds, a work_dir that cannot be written."""
+    try:
+        check_settings(rate, strategy)
+    except ValueError as e:
+        raise InputError(f"--rate {rate} --strategy {strategy}: {e}") from None
+    if budget not in BUDGETS:
+        raise InputError(f"--budget {budget!r}: use one of {BUDGETS}")
+    if not seeds:
+        raise InputError("--seeds is empty; fix: e.g. --seeds \"[0,1,2]\"")
+    settings = stage_settings(train_cfg, overrides)
+    if len(settings) == 3:
+        try:
+            check_run(**settings)
+        except InputError as e:
+            raise InputError(f"stage 1 cannot feed the prune stage: {e}") from None
+    check_writable({"work_dir": work})
 
 
 def retrain_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -97,7 +166,10 @@ def bundle_run(
     start = progress.start(run_id, f"{label} (log: {log_file})") if progress else time.perf_counter()
     returncode = run_logged(cmd, ROOT, log_file, echo=progress is not None)
     if returncode != 0:
-        raise RuntimeError(f"{run_id} failed (exit {returncode}); see {log_file}")
+        text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        why = f"; its last line: {lines[-1]}" if lines else ""
+        raise RuntimeError(f"{run_id} failed (exit {returncode}, {log_file.stem}); see {log_file}{why}")
     wall = progress.end(run_id, label, start) if progress else time.perf_counter() - start
     write_json_atomic(done, {"cmd": cmd[1:], "wall_s": wall})
     return wall
@@ -133,20 +205,42 @@ def run_pipeline(
     preset: str | Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run every stage and return (and write to work_dir/pipeline.json and table.md) the results.
+    """Stage 1 on the full data, prune by DAD and at random to the same size, retrain both, evaluate all
+    three on the test set; prints one table and writes it (table.md) and every number (pipeline.json) to
+    work_dir. A rerun with the same options skips the stages that finished. Everything is checked before
+    the first stage runs (settings, the data set in stage 1), and a refusal is one line.
 
-    ``budget``: the retrainings' ``retrain_budget``, "matched" (the paper's: the full run's case visits)
-    or "proportional" (stage 1's epochs on the subset). The DAD subset is ranked where the stop rule fired
-    (else at the last window), and the DAD arm's cost counts stage 1 up to there; stage 1 itself trains on
-    to the end (``early_prune`` off) because it is also the first seed's full-data model. With
-    ``early_prune: True`` in ``overrides`` stage 1 stops where the rule fires, and a full-data model is
-    trained for every seed.
+    Your own data (a Decathlon folder: dataset.json with labels and a training list; a validation and a
+    labelled test part are carved from it when missing), configured from the data (plan.json), 1 seed::
+
+        python -m scripts.workflows.pipeline --work_dir runs/mine --overrides "{'dataset_dir': 'data/My Task'}"
+
+    The DAD subset is ranked where the stop rule fired (else at the last window), and the DAD arm's cost
+    counts stage 1 up to there; stage 1 itself trains on to the end (``early_prune`` off) because it is
+    also the first seed's full-data model. With ``early_prune: True`` in ``overrides`` stage 1 stops
+    where the rule fires, and a full-data model is trained for every seed.
+
+    Args:
+        work_dir: folder for every stage's output, logs and the table; relative to the working directory.
+        rate: fraction of the training cases pruned, in (0, 1); the random arm drops as many.
+        strategy: DAD strategy choosing what to drop, ambiguous (the paper's), easy, hard, ccs or random.
+        seeds: one full-data, DAD-subset and random-subset training per seed, e.g. "[0,1,2]"; stage 1
+            (the DAD ranking) runs once, with the first seed.
+        budget: the retrainings' epochs, "matched" (the paper's, as many case visits as the full-data
+            run) or "proportional" (stage 1's epochs on the smaller subset).
+        preset: a config merged onto configs/train.yaml for every stage (or a list of them), e.g.
+            configs/presets/hippocampus.yaml; without one, classes, spacing, padding and normalisation
+            are planned from the data set (plan.json).
+        overrides: configs/train.yaml settings for every stage, e.g. "{'dataset_dir': 'data/MyTask'}"
+            (paths relative to the working directory), or epochs, patch_size, num_classes; what the
+            pipeline sets itself (output_dir, seed, prune_rate and the like) is refused here.
     """
-    work = (ROOT / work_dir).resolve() if not Path(work_dir).is_absolute() else Path(work_dir)
+    work = Path(os.path.abspath(work_dir))
     presets = [preset] if isinstance(preset, str) else list(preset or [])
-    train_cfg = ["configs/train.yaml", *presets]
-    common = check_overrides(overrides or {})
+    train_cfg = config_files(presets)
+    common = user_paths(check_overrides(overrides or {}))
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
+    check_pipeline(work, train_cfg, common, rate, strategy, budget, seeds)
     results: dict[str, Any] = {
         "rate": rate,
         "strategy": strategy,
@@ -360,4 +454,5 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
+    install_hook()  # a refused pipeline: the message is the last line
     fire.Fire(run_pipeline, serialize=lambda _: None)  # the table is printed; the dict is in pipeline.json

@@ -1,0 +1,121 @@
+"""Stage 1 configured from the data (scripts/data/plan.py): hand-worked plans from plain values, and on the
+hippocampus and the embedded set the plan agrees with their preset / train.yaml's former defaults."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from monai.bundle import ConfigWorkflow
+
+from scripts.data.checks import DataError, scan_dataset
+from scripts.data.plan import classes_of, intensity_transforms, make_plan, plan_from_stats, spacing_transforms
+from scripts.data.synthetic import generate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
+
+
+def test_classes_from_either_labels_form(tmp_path):
+    msd, v2, none = tmp_path / "msd.json", tmp_path / "v2.json", tmp_path / "none.json"
+    msd.write_text(json.dumps({"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}}))
+    v2.write_text(json.dumps({"labels": {"background": 0, "liver": 1, "tumour": 2, "vessel": 3}}))
+    none.write_text(json.dumps({"training": []}))
+    assert classes_of(msd) == 3 and classes_of(v2) == 4
+    with pytest.raises(DataError, match="no 'labels' to count the classes from; fix: add them or use --num_classes N"):
+        classes_of(none)
+
+
+def test_plan_from_plain_values_hand_worked():
+    # three cases: one at 2 mm along z (median spacing stays 1 mm, so it is resampled), one 20 voxels wide
+    shapes = np.array([[40, 40, 40], [40, 40, 20], [20, 40, 40]])
+    spacings = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    plan = plan_from_stats(shapes, spacings, [0.3, 0.3, 0.1], np.arange(1.0, 1001.0), "MRI", [32, 32, 32])
+    assert plan["spacing"]["target"] == [1.0, 1.0, 1.0] and plan["spacing"]["resample"] is True
+    # at 1 mm: 40x40x40, 40x40x40 (20 voxels of 2 mm), 20x40x40: only the third is smaller than 32
+    assert plan["sizes"]["min"] == [20.0, 40.0, 40.0]
+    assert plan["padding"] == {"pad_to_patch": True, "patch_size": [32, 32, 32], "cases_smaller": 1}
+    assert plan["normalization"] == {"kind": "zscore", "nonzero": True}  # median zero share 0.3 >= 0.25
+    ct = plan_from_stats(shapes[[0, 0]], spacings[[0, 0]], [0.0, 0.0], np.arange(1.0, 1001.0), "CT", [32, 32, 32])
+    # percentiles of 1..1000 (linear): 1 + 0.005 * 999 = 5.995 and 1 + 0.995 * 999 = 995.005
+    assert ct["normalization"]["kind"] == "ct"
+    np.testing.assert_allclose(ct["normalization"]["clip"], [5.995, 995.005])
+    assert ct["spacing"]["resample"] is False and ct["padding"]["pad_to_patch"] is False
+
+
+def test_plan_transforms_do_what_the_plan_says():
+    import torch
+
+    plan = {"spacing": {"target": [1.0, 1.0, 2.0], "resample": True},
+            "padding": {"pad_to_patch": True, "patch_size": [8, 8, 8]},
+            "normalization": {"kind": "ct", "clip": [-100.0, 300.0]}}  # fmt: skip
+    names = [type(t).__name__ for t in spacing_transforms(plan)]
+    assert names == ["Spacingd", "SpatialPadd"]
+    (scale,) = intensity_transforms(plan)
+    out = scale({"image": torch.tensor([[[[-500.0, -100.0, 100.0, 300.0, 900.0]]]])})["image"]
+    np.testing.assert_allclose(out.numpy().ravel(), [0.0, 0.0, 0.5, 1.0, 1.0])  # clipped, (x + 100) / 400
+    (z,) = intensity_transforms({"normalization": {"kind": "zscore", "nonzero": False}})
+    x = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
+    # mean 2.5, population std sqrt(1.25) = 1.1180: (x - 2.5) / 1.1180
+    np.testing.assert_allclose(z({"image": x})["image"].numpy().ravel(), [-1.341641, -0.447214, 0.447214, 1.341641],
+                               rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.skipif(not (HIPPOCAMPUS / "dataset.json").is_file(), reason="needs ../shared/data/Task04_Hippocampus")
+def test_hippocampus_plan_agrees_with_its_preset(tmp_path):
+    content = json.loads((HIPPOCAMPUS / "dataset.json").read_text())
+    entries = [{k: str(HIPPOCAMPUS / v) for k, v in e.items()} for e in content["training"][:24]]
+    datalist = tmp_path / "dataset.json"
+    datalist.write_text(json.dumps({**content, "training": entries, "test": []}))
+    preset = yaml.safe_load((ROOT / "configs" / "presets" / "hippocampus.yaml").read_text())
+    patch = preset["patch_size"]
+    plan = make_plan(scan_dataset(datalist, classes_of(datalist)), patch)
+    assert classes_of(datalist) == preset["num_classes"] == 3
+    spacing, pad = preset["spacing_transforms"]
+    assert spacing["_target_"] == "Spacingd" and plan["spacing"]["target"] == spacing["pixdim"] == [1.0, 1.0, 1.0]
+    assert pad["_target_"] == "SpatialPadd" and pad["spatial_size"] == "@patch_size"
+    assert plan["padding"]["pad_to_patch"] is True and plan["padding"]["patch_size"] == patch
+    assert preset["intensity_transforms"][0]["_target_"].endswith("RobustZScored")  # a z-score (robust)
+    assert plan["normalization"]["kind"] == "zscore"  # MRI
+    again = make_plan(scan_dataset(datalist, 3), patch)
+    assert json.dumps(again, sort_keys=True) == json.dumps(plan, sort_keys=True)  # reproducible
+
+
+def test_embedded_set_plan_is_train_yamls_former_defaults(tmp_path):
+    """Before the plan, train.yaml said: num_classes 2, no spacing transforms, NormalizeIntensityd on the
+    image; on the embedded set (48^3, 1 mm, 'synthetic CT': per-center scales, not Hounsfield) the plan
+    gives exactly these, so the embedded runs are unchanged."""
+    workflow = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "train.yaml"), workflow_type="train", output_dir=str(tmp_path / "out"),
+        ckpt_dir=str(tmp_path / "models"), dataset_dir=str(tmp_path / "data"), num_workers=0,
+        synthetic={"num_train": 6, "num_val": 2, "num_test": 2, "shape": [48, 48, 48], "num_centers": 3, "seed": 0},
+    )  # fmt: skip
+    workflow.initialize()
+    parser = workflow.parser
+    assert parser.get_parsed_content("num_classes") == 2
+    assert parser.get_parsed_content("spacing_transforms") == []
+    (norm,) = parser.get_parsed_content("intensity_transforms")
+    assert type(norm).__name__ == "NormalizeIntensityd" and norm.normalizer.nonzero is False
+    assert norm.keys == ("image",)
+    saved = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert saved["plan"]["spacing"] == {"target": [1.0, 1.0, 1.0], "resample": False, "min": [1.0, 1.0, 1.0],
+                                        "max": [1.0, 1.0, 1.0]}  # fmt: skip
+    assert saved["used"] == {"num_classes": 2, "spacing_transforms": [],
+                             "intensity_transforms": [{"transform": "NormalizeIntensityd", "nonzero": False}]}
+
+
+def test_an_override_wins_and_plan_json_says_what_was_used(tmp_path):
+    generate_dataset(tmp_path / "data", num_train=6, num_val=2, num_test=2, shape=(16, 16, 16))
+    workflow = ConfigWorkflow(
+        config_file=str(ROOT / "configs" / "train.yaml"), workflow_type="train", output_dir=str(tmp_path / "out"),
+        ckpt_dir=str(tmp_path / "models"), dataset_dir=str(tmp_path / "data"), num_workers=0, epochs=1, delta_t=1,
+        val_interval=1, patch_size=[16, 16, 16],
+        intensity_transforms=[{"_target_": "ScaleIntensityd", "keys": "image"}],
+    )  # fmt: skip
+    workflow.initialize()
+    saved = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert saved["plan"]["normalization"] == {"kind": "zscore", "nonzero": False}
+    assert saved["used"]["intensity_transforms"] == [{"transform": "ScaleIntensityd"}]
+    shutil.rmtree(tmp_path / "out")
