@@ -71,6 +71,7 @@ class ResumeCheckpoint:
             return
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["trainer"] = engine.state_dict()
+        state["epoch"] = engine.state.epoch  # Ignite would infer iteration // epoch_length: wrong if epochs vary
         with atomic_output(self.path) as tmp:
             torch.save(state, tmp)
 
@@ -82,6 +83,8 @@ class ResumeCheckpoint:
         max_epochs = engine.state.max_epochs  # the command's epochs win over the checkpoint's
         Checkpoint.load_objects({**self.save_dict, "trainer": engine}, checkpoint)
         engine.state.max_epochs = max_epochs
+        if "epoch" in checkpoint:  # checkpoints from before it was saved: Ignite's iteration // epoch_length
+            engine.state.epoch = int(checkpoint["epoch"])
         epoch = engine.state.epoch
         if self.record is not None and self.record_path is not None and self.record_path.is_file():
             kept = self.record.restore(self.record_path, up_to_epoch=epoch)
