@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from scripts.utils.flags import as_bool
 __all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget"]
 
 COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
-               "train_s", "measure_s")  # fmt: skip
+               "train_s", "measure_s", "trained_items")  # fmt: skip
 STATE_KEY = "dynamic_pruning"
 
 
@@ -211,6 +212,7 @@ class DynamicPruning:
         self.save_rank = save_rank
         self.logger = logging.getLogger("DynamicPruning")
         self._weights: dict[str, float] = {}
+        self._trained = np.zeros(len(record.case_ids), dtype=np.int64)  # items trained at weight > 0, this rank
         self._t0 = 0.0
 
     # ---- state, saved with the trainer's (ResumeCheckpoint) ----
@@ -262,6 +264,8 @@ class DynamicPruning:
             # iteration % epoch_length; the variable epoch lengths make that remainder meaningless
             engine._init_iter = 0
         self._weights = self.sampler.weights_by_case()
+        self._trained[:] = 0
+        self._check_same_plan(engine.state.epoch)
         self._t0 = time.perf_counter()
 
     def reweight(self, engine: Engine) -> None:
@@ -269,6 +273,7 @@ class DynamicPruning:
         is item i's own loss (the loss of a batch of one). A batch of weight-1 items keeps its loss as is."""
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
         w = np.array([self._weights.get(c, 1.0) for c in case_ids])
+        np.add.at(self._trained, self.record.rows_of(case_ids)[w > 0], 1)
         if np.all(w == 1.0):
             return
         pred, label = self.output_transform(engine.state.output)
@@ -278,6 +283,44 @@ class DynamicPruning:
         for i in np.flatnonzero(w != 1.0):
             correction = correction + (w[i] - 1.0) * self.loss_function(pred[i : i + 1], label[i : i + 1]).mean()
         engine.state.output["loss"] = engine.state.output["loss"] + correction / len(case_ids)
+
+    def _check_same_plan(self, epoch: int) -> None:
+        """Every rank planned the same epoch (the same record and seed make the same draws): compare a
+        digest of the plan across ranks, once per epoch, and stop on a mismatch rather than train apart."""
+        world = idist.get_world_size()
+        if world < 2:
+            return
+        plan = self.sampler.plan
+        digest = zlib.crc32(plan.visits.astype(np.int64).tobytes() + "|".join(plan.status).encode())
+        device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+        digests = idist.all_gather(torch.tensor([digest], dtype=torch.int64, device=device)).cpu().tolist()
+        if len(set(digests)) != 1:
+            raise RuntimeError(
+                f"epoch {epoch}: the ranks planned different visits (digests {digests}); their dynamics records "
+                "or dynamic settings differ. Every rank must run the same config and DADTracker must gather all ranks"
+            )
+        if epoch == 1 or epoch == self.sampler.settings.epochs:
+            self.logger.info(f"epoch {epoch}: the {world} ranks' plans agree")
+
+    def _check_trained_once(self, epoch: int) -> int:
+        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains the same
+        number of items (its crops) once between the ranks; padding repeats are not trained (weight 0)."""
+        trained = torch.as_tensor(self._trained)
+        if idist.get_world_size() > 1:
+            device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+            trained = idist.all_reduce(trained.to(device)).cpu()
+        trained = trained.numpy()
+        plan = self.sampler.plan
+        multiplicity = np.bincount(plan.visits, minlength=len(trained))
+        per_visit = trained.sum() / max(1, multiplicity.sum())
+        if not np.array_equal(trained, multiplicity * per_visit):
+            bad = np.flatnonzero(trained != multiplicity * per_visit)[:5]
+            raise RuntimeError(
+                f"epoch {epoch}: cases {[self.record.case_ids[i] for i in bad]} were trained on "
+                f"{trained[bad].tolist()} items against {multiplicity[bad].tolist()} planned visits of "
+                f"{per_visit:g} items; the loader's sampler is not this handler's DynamicSampler?"
+            )
+        return int(trained.sum())
 
     @torch.no_grad()
     def _measure(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -312,6 +355,7 @@ class DynamicPruning:
         """After ``DADTracker``: measure the dropped cases, write the visit column and the epoch's cost."""
         epoch, plan = engine.state.epoch, self.sampler.plan
         train_s = time.perf_counter() - self._t0
+        trained_items = self._check_trained_once(epoch)
         rows = plan.measure
         measure_items, measure_s = 0, 0.0
         if epoch not in self.record.epochs:
@@ -328,7 +372,7 @@ class DynamicPruning:
         counts = plan.counts()
         row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in ("visits", "visited", "thinned",
                "dropped", "measured")}, "measure_items": measure_items, "train_s": round(train_s, 3),
-               "measure_s": round(measure_s, 3)}  # fmt: skip
+               "measure_s": round(measure_s, 3), "trained_items": trained_items}  # fmt: skip
         state["cost"] = [r for r in state["cost"] if r["epoch"] < epoch] + [row]
         if idist.get_rank() == self.save_rank:
             self.record.save(self.record_path)
