@@ -137,7 +137,8 @@ def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
 
 # ---- real runs (tiny: 7-8 cases, 16^3 patches, 24^3 / 32^3 volumes) ----
 
-BUNDLE = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file"]
+MODULE = ["-m", "monai.bundle", "run", "training", "--config_file"]
+BUNDLE = [sys.executable, *MODULE]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_measure_interval", "2",
            "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
@@ -152,7 +153,7 @@ def _frozen(tmp_path: Path, out: str) -> list[str]:
         *("--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "data")),
         *("--output_dir", str(tmp_path / out), "--ckpt_dir", str(tmp_path / out / "models")),
         *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
-        *("--batch_size", "2", "--epochs", "4", "--val_interval", "4", "--learning_rate", "0.0"),
+        *("--batch_size", "2", "--epochs", "3", "--val_interval", "3", "--learning_rate", "0.0"),
         *("--network_def#norm", "instance", "--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
         *DYNAMIC,
     ]
@@ -173,7 +174,7 @@ def _cost(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 def test_two_gloo_ranks_make_the_single_process_decisions(tmp_path):
     _run([*BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']", *_frozen(tmp_path, "single")])
-    log = _run([*TORCHRUN, *BUNDLE, "['configs/train.yaml','configs/multi_gpu_train.yaml','configs/dynamic.yaml']",
+    log = _run([*TORCHRUN, *MODULE, "['configs/train.yaml','configs/multi_gpu_train.yaml','configs/dynamic.yaml']",
                 *_frozen(tmp_path, "multi"), "--backend", "gloo"])  # fmt: skip
     assert "the 2 ranks' plans agree" in log  # the handler compared the ranks' plans every epoch
     single, multi = (read_dynamics(tmp_path / d / "dynamics.csv") for d in ("single", "multi"))

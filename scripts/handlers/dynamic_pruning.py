@@ -64,6 +64,13 @@ def read_budget(path: str | os.PathLike | None) -> list[int] | None:
     return [int(r["visits"]) for r in rows]
 
 
+def _batch_case_ids(batch: Any) -> list[str]:
+    """The case id of every item of a batch, collated (a dict, as when the loss is computed) or decollated."""
+    if isinstance(batch, Mapping):
+        return [str(c) for c in batch["case_id"]]
+    return [str(item["case_id"]) for item in batch]
+
+
 class DynamicSampler(DistributedSampler):
     """Per-epoch subset sampler of the training data set (its indices are the record's rows).
 
@@ -193,7 +200,7 @@ class DynamicPruning:
         amp: bool = False,
         record_path: str | os.PathLike | None = None,
         output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        batch_transform: Callable | None = None,
         save_rank: int = 0,
     ) -> None:
         self.sampler = sampler
@@ -208,7 +215,7 @@ class DynamicPruning:
         self.device = torch.device(device) if isinstance(device, str) else device
         self.amp = as_bool(amp, "amp")
         self.output_transform = output_transform
-        self.batch_transform = batch_transform
+        self.batch_transform = batch_transform or _batch_case_ids
         self.save_rank = save_rank
         self.logger = logging.getLogger("DynamicPruning")
         self._weights: dict[str, float] = {}
