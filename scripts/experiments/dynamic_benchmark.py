@@ -109,7 +109,7 @@ def format_cost_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for base in ("full", "dynamic_random"):
             other = by_arm.get(base, {})
             diffs = [dice[s] - other[s]["test_dice"]["overall"]["mean"] for s in sorted(dice) if s in other]
-            cells.append("" if arm == base else _interval(diffs))
+            cells.append("" if arm in (base, "full") else _interval(diffs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
