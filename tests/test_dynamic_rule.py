@@ -119,7 +119,7 @@ def test_center_normalised_ranking_drops_within_each_center():
     values = np.array([0.30, 0.31, 0.29, 0.32, 0.05, 0.80, 0.81, 0.79, 0.82, 0.55])
     centers = ["a"] * 5 + ["b"] * 5
     epochs, dice = _history(values, 12)
-    raw = plan_epoch(13, _settings(drop_fraction=0.2, easy_fraction=0.0), epoch_rng(0, 13), dice=dice,
+    raw = plan_epoch(13, _settings(drop_fraction=0.2, easy_fraction=0.0, score="dad"), epoch_rng(0, 13), dice=dice,
                      epochs=epochs, centers=centers)  # fmt: skip
     z = plan_epoch(13, _settings(drop_fraction=0.2, easy_fraction=0.0, score="dad_center_z"), epoch_rng(0, 13),
                    dice=dice, epochs=epochs, centers=centers)  # fmt: skip
@@ -199,3 +199,14 @@ def test_bad_settings_name_the_problem(bad, words):
     with pytest.raises(ValueError, match="dynamic pruning settings") as err:
         _settings(**bad)
     assert words in str(err.value) and "configs/dynamic.yaml" in str(err.value)
+
+
+def test_on_one_center_the_center_z_ranking_is_dads():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.1, 0.9, 25)
+    epochs, dice = _history(values, 12)
+    plans = [plan_epoch(13, _settings(score=s), epoch_rng(4, 13), dice=dice, epochs=epochs, centers=["a"] * 25)
+             for s in ("dad", "dad_center_z")]  # fmt: skip
+    np.testing.assert_array_equal(plans[0].status, plans[1].status)
+    np.testing.assert_array_equal(plans[0].visits, plans[1].visits)
+    assert np.flatnonzero(plans[0].status == "dropped").tolist() == sorted(np.argsort(values)[:5].tolist())

@@ -68,7 +68,8 @@ class DynamicSettings:
         easy_fraction: share of all cases thinned as the easy head ("dad" rule).
         thin_ratio: r, the probability an easy case is skipped in an epoch (0 <= r < 1).
         anneal_fraction: last share of the epochs trained on every case not dropped.
-        score: ranking score of the "dad" rule: "dad" or "dad_center_z".
+        score: ranking score of the "dad" rule: "dad_center_z" (default: DAD's robust z-score within each
+            center; on one center the same ranking as DAD) or "dad".
         measure_interval: dropped cases are measured in epochs divisible by it.
         matched_iterations: top each epoch's visits up to the number of cases (extra visits drawn
             uniformly, with replacement, from the cases not dropped), so the run keeps its iterations.
@@ -83,7 +84,7 @@ class DynamicSettings:
     easy_fraction: float = 0.4
     thin_ratio: float = 0.5
     anneal_fraction: float = 0.125
-    score: str = "dad"
+    score: str = "dad_center_z"
     measure_interval: int = 5
     matched_iterations: bool = False
     warmup_until_stop_rule: bool = False

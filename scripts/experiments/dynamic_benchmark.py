@@ -14,8 +14,8 @@ against the full data and the same-visit random arm. ``run_benchmark(dynamic_arm
 arms beside the static ones.
 
 Arms (name: overrides on configs/dynamic.yaml):
-- ``dynamic``: the dad rule with its defaults; ``dynamic_center_z``: the same, ranked by dad_center_z;
-  ``dynamic_matched``: the dad rule with matched iterations.
+- ``dynamic``: the dad rule with its defaults (ranked by dad_center_z); ``dynamic_center_z`` /
+  ``dynamic_dad``: ranked by dad_center_z / raw DAD explicitly; ``dynamic_matched``: matched iterations.
 - ``dynamic_random``: uniform random per-epoch subsampling, the dynamic arm's visits each epoch.
 - ``infobatch``: Qin et al., ICLR 2024, with the paper's defaults (prune ratio r = 0.5 of the samples whose
   loss is below the mean, kept ones rescaled by 1 / (1 - r), annealing delta = 0.875: the last 12.5% of
@@ -46,6 +46,7 @@ INFOBATCH = {"dynamic_rule": "infobatch", "dynamic_warmup": 0, "dynamic_thin_rat
 ARMS: dict[str, dict[str, Any]] = {
     "dynamic": {},
     "dynamic_center_z": {"dynamic_score": "dad_center_z"},
+    "dynamic_dad": {"dynamic_score": "dad"},
     "dynamic_matched": {"dynamic_matched_iterations": True},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
