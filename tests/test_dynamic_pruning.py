@@ -217,7 +217,7 @@ def test_sigkill_then_resume_restores_the_sampler_and_one_row_per_case_and_epoch
         proc.wait()
     checkpoint = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)
     saved = int(checkpoint["epoch"])
-    assert 3 <= saved < 6
+    assert 2 <= saved < 6  # the kill may fall between epoch 3's cost row and its checkpoint
     state = checkpoint["trainer"]["dynamic_pruning"]  # the sampler's state rides in the trainer's
     assert [r["epoch"] for r in state["cost"]] == list(range(1, saved + 1))
     before = read_dynamics(tmp_path / "out" / "dynamics.csv")
