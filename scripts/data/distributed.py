@@ -42,7 +42,9 @@ def padding_case_ids(loader: Any, case_key: str = "case_id") -> set[str]:
     sampler = getattr(loader, "sampler", None)
     if not isinstance(sampler, DistributedSampler):
         return set()
-    padded: Iterable[int] = padding_indices(sampler)
+    # a sampler that lays out its own subset (the dynamic-pruning sampler) names its padding itself
+    own = getattr(sampler, "padding_indices", None)
+    padded: Iterable[int] = own() if callable(own) else padding_indices(sampler)
     if not padded:
         return set()
     data = getattr(sampler.dataset, "data", None)

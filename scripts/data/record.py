@@ -24,6 +24,9 @@ from scripts.utils.atomic import write_csv_atomic
 __all__ = ["DynamicsRecord", "read_dynamics"]
 
 BASE_FIELDS = ("epoch", "case_id", "center", "source", "n_items", "dice")
+# what happened to a case in an epoch of a dynamic-pruning run (scripts/core/dynamic_rule.py STATUSES);
+# written after the dice_class columns only when some epoch has it, so other records read and write as before
+VISIT_FIELD = "visit"
 
 
 def _fmt(value: float) -> str:
@@ -54,6 +57,7 @@ class DynamicsRecord:
         self._index = {c: i for i, c in enumerate(self.case_ids)}
         self._epochs: dict[int, tuple[str, np.ndarray, np.ndarray]] = {}
         self._scores: dict[str, dict[int, np.ndarray]] = {}
+        self._visits: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_datalist(cls, datalist: Sequence[Mapping], num_classes: int) -> DynamicsRecord:
@@ -62,7 +66,8 @@ class DynamicsRecord:
 
     @property
     def fields(self) -> list[str]:
-        return [*BASE_FIELDS, *(f"dice_class{c}" for c in range(1, self.num_classes)), *self._scores]
+        visit = [VISIT_FIELD] if self._visits else []
+        return [*BASE_FIELDS, *(f"dice_class{c}" for c in range(1, self.num_classes)), *visit, *self._scores]
 
     @property
     def score_names(self) -> list[str]:
@@ -119,6 +124,41 @@ class DynamicsRecord:
         class_dice = pooled_dice(pooled)
         class_dice[n_items == 0] = np.nan  # a case not seen this epoch was not measured
         self._epochs[int(epoch)] = (source, class_dice, n_items)
+
+    def set_visits(self, epoch: int, status: Sequence[str]) -> None:
+        """What happened to every case (record order) in ``epoch`` of a dynamic-pruning run ("visited",
+        "thinned", "dropped", "measured"); setting an epoch again replaces it."""
+        status = np.asarray(status, dtype=object)
+        if status.shape != (len(self.case_ids),):
+            raise ValueError(f"epoch {epoch}: {status.size} visit statuses for {len(self.case_ids)} cases")
+        self._visits[int(epoch)] = status.astype(str)
+
+    def visit_matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """(epochs, status): the recorded epochs and each case's visit status (n_cases, n_epochs), "" where unset."""
+        epochs = self.epochs
+        matrix = np.full((len(self.case_ids), len(epochs)), "", dtype=object)
+        for j, e in enumerate(epochs):
+            if e in self._visits:
+                matrix[:, j] = self._visits[e]
+        return np.asarray(epochs, dtype=np.int64), matrix.astype(str)
+
+    def merge_cases(self, epoch: int, rows: Sequence[int], pooled: np.ndarray, n_items: np.ndarray) -> None:
+        """Set the Dice of some cases (record ``rows``) in an already recorded ``epoch`` from their pooled
+        counts (len(rows), 3, num_classes - 1), leaving the other cases as they are: the measurement
+        pass over cases an epoch did not train on."""
+        if int(epoch) not in self._epochs:
+            raise ValueError(f"epoch {epoch} is not recorded yet; record it before merging cases into it")
+        rows = np.asarray(rows, dtype=np.int64)
+        pooled = np.asarray(pooled, dtype=np.float64)
+        n_items = np.asarray(n_items, dtype=np.int64)
+        if pooled.shape != (len(rows), 3, self.num_classes - 1) or n_items.shape != (len(rows),):
+            raise ValueError(f"epoch {epoch}: counts {pooled.shape} / n_items {n_items.shape} for {len(rows)} cases")
+        source, class_dice, items = self._epochs[int(epoch)]
+        class_dice, items = class_dice.copy(), items.copy()
+        dice = pooled_dice(pooled)
+        dice[n_items == 0] = np.nan
+        class_dice[rows], items[rows] = dice, n_items
+        self._epochs[int(epoch)] = (source, class_dice, items)
 
     def add_scores(
         self, epoch: int, values: Mapping[str, Sequence[float]], case_ids: Sequence[str] | None = None
@@ -182,6 +222,7 @@ class DynamicsRecord:
                 out.append(
                     [str(e), case, self.centers[i], source, str(int(n_items[i])), _fmt(dice[i])]
                     + [_fmt(v) for v in class_dice[i]]
+                    + ([self._visits[e][i] if e in self._visits else ""] if self._visits else [])
                     + [_fmt(col[e][i]) if e in col else "" for col in self._scores.values()]
                 )
         return out
@@ -201,6 +242,7 @@ class DynamicsRecord:
             )
         self._epochs = {e: v for e, v in saved._epochs.items() if e <= up_to_epoch}
         self._scores = {k: {e: v for e, v in col.items() if e <= up_to_epoch} for k, col in saved._scores.items()}
+        self._visits = {e: v for e, v in saved._visits.items() if e <= up_to_epoch}
         return sorted(self._epochs)
 
     @classmethod
@@ -208,7 +250,7 @@ class DynamicsRecord:
         """Read a record written by ``save`` (for resuming a run)."""
         table = read_dynamics(path)
         class_cols = sorted((k for k in table if k.startswith("dice_class")), key=lambda k: int(k[10:]))
-        score_cols = [k for k in table if k not in BASE_FIELDS and not k.startswith("dice_class")]
+        score_cols = [k for k in table if k not in BASE_FIELDS and k != VISIT_FIELD and not k.startswith("dice_class")]
         order: dict[str, str] = {}
         for case, center in zip(table["case_id"], table["center"]):
             order.setdefault(case, center)
@@ -228,6 +270,10 @@ class DynamicsRecord:
                 column[idx] = table[k][sel]
                 if not np.all(np.isnan(column)):
                     record._scores[k][int(e)] = column
+            if VISIT_FIELD in table and any(table[VISIT_FIELD][sel]):
+                visits = np.full(len(order), "", dtype=object)
+                visits[idx] = table[VISIT_FIELD][sel]
+                record._visits[int(e)] = visits.astype(str)
         return record
 
     @classmethod
@@ -290,7 +336,7 @@ def read_dynamics(path: str | os.PathLike) -> Mapping[str, np.ndarray]:
         raise DataError(f"{path}: not a dynamics record, missing columns {missing}")
     if not rows:
         raise DataError(f"{path}: the dynamics record is empty")
-    text_cols = {"case_id", "center", "source"}
+    text_cols = {"case_id", "center", "source", VISIT_FIELD}
     columns: dict[str, list] = {k: [] for k in fields}
     seen: dict[tuple[str, float], int] = {}
     for line, row in enumerate(rows, start=2):  # line 1 is the header

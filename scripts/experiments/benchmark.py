@@ -242,10 +242,13 @@ def run_benchmark(
     stratify: bool = False,
     stage1_per_seed: bool = False,
     runner: Runner | None = None,
+    dynamic_arms: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Run (or resume) the benchmark; returns every result row. ``runner`` runs one bundle workflow
     (default: ``scripts.workflows.pipeline.bundle_run``, a fresh process per run). ``stage1_per_seed``:
-    a scored stage 1 per seed (see the module docstring), else one for all seeds."""
+    a scored stage 1 per seed (see the module docstring), else one for all seeds. ``dynamic_arms``
+    (e.g. "['dynamic','dynamic_random','infobatch']"): the one-training arms of
+    ``scripts.experiments.dynamic_benchmark`` too, in work_dir/dynamic, their table after this one's."""
     from scripts.utils.flags import as_bool
     from scripts.workflows.pipeline import (
         TRAIN_TO_THE_END,
@@ -347,7 +350,14 @@ def run_benchmark(
                 extra = {"window_end": window_end[arm], "stage1": stage1.name, "noise": noise}
                 record_result(arm, kept, seed, out, ckpt, str(subset_dir / "subset_datalist.json"), extra)
     rows = list(done.values())
-    write_text_atomic(work / "table.md", format_table(rows) + "\n")
+    table = format_table(rows) + "\n"
+    if dynamic_arms:
+        from scripts.experiments.dynamic_benchmark import format_cost_table, run_dynamic_benchmark
+
+        dynamic = run_dynamic_benchmark(str(work / "dynamic"), dynamic_arms, seeds, preset, overrides, runner)
+        table += "\nOne-training arms (cost × full: case visits, measured cases, wall time):\n\n"
+        table += format_cost_table(dynamic) + "\n"
+    write_text_atomic(work / "table.md", table)
     plot(rows, work / "benchmark.png")
     return rows
 

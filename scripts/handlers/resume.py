@@ -72,6 +72,7 @@ class ResumeCheckpoint:
             return
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
         state["trainer"] = engine.state_dict()
+        state["epoch"] = engine.state.epoch  # Ignite would infer iteration // epoch_length: wrong if epochs vary
         with atomic_output(self.path) as tmp:
             torch.save(state, tmp)
 
@@ -87,6 +88,8 @@ class ResumeCheckpoint:
         present = {k: v for k, v in self.save_dict.items() if k in checkpoint}
         Checkpoint.load_objects({**present, "trainer": engine}, checkpoint)
         engine.state.max_epochs = max_epochs
+        if "epoch" in checkpoint:  # checkpoints from before it was saved: Ignite's iteration // epoch_length
+            engine.state.epoch = int(checkpoint["epoch"])
         epoch = engine.state.epoch
         if self.record is not None and self.record_path is not None and self.record_path.is_file():
             kept = self.record.restore(self.record_path, up_to_epoch=epoch)

@@ -30,11 +30,12 @@ from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
 from scripts.utils.errors import InputError, install_hook
+from scripts.utils.flags import as_bool
 from scripts.workflows.progress import StageProgress, run_logged
 
 logger = logging.getLogger("pipeline")
 ROOT = Path(__file__).resolve().parents[2]
-ARMS = ("full", "dad", "random")
+ARMS = ("full", "dad", "random", "dynamic")  # dynamic: one self-pruning training (run_pipeline(dynamic=True))
 # settings the pipeline sets per stage and seed: overriding them would break the stages, so they are refused
 PIPELINE_OWNED = {
     "output_dir": "--work_dir",
@@ -175,11 +176,12 @@ def bundle_run(
     return wall
 
 
-def planned_stages(n_seeds: int) -> list[str]:
+def planned_stages(n_seeds: int, dynamic: bool = False) -> list[str]:
     """The kinds of the bundle runs run_pipeline makes, in order (for the progress estimate)."""
     kinds = ["training", "pruning"]
     for i in range(n_seeds):
-        kinds += (["training"] if i else []) + ["pruning", "training", "training"] + ["evaluating"] * 3
+        kinds += (["training"] if i else []) + ["pruning", "training", "training"] + ["training"] * dynamic
+        kinds += ["evaluating"] * (3 + dynamic)
     return kinds
 
 
@@ -204,6 +206,7 @@ def run_pipeline(
     budget: str = "matched",
     preset: str | Sequence[str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    dynamic: bool = False,
 ) -> dict[str, Any]:
     """Stage 1 on the full data, prune by DAD and at random to the same size, retrain both, evaluate all
     three on the test set; prints one table and writes it (table.md) and every number (pipeline.json) to
@@ -234,6 +237,9 @@ def run_pipeline(
         overrides: configs/train.yaml settings for every stage, e.g. "{'dataset_dir': 'data/MyTask'}"
             (paths relative to the working directory), or epochs, patch_size, num_classes; what the
             pipeline sets itself (output_dir, seed, prune_rate and the like) is refused here.
+        dynamic: also a dynamic arm per seed, one training with configs/dynamic.yaml merged on
+            (docs/dynamic_pruning.md); its cost is its own case visits (measurement passes listed apart)
+            and training time, as a multiple of the same seed's full-data training.
     """
     work = Path(os.path.abspath(work_dir))
     presets = [preset] if isinstance(preset, str) else list(preset or [])
@@ -250,7 +256,8 @@ def run_pipeline(
         "runs": [],
     }
     progress = StageProgress()  # each stage's start and end, wall time and an estimate of what is left
-    progress.plan(planned_stages(len(seeds)))
+    dynamic = as_bool(dynamic, "dynamic")
+    progress.plan(planned_stages(len(seeds), dynamic))
 
     def run(*args: Any) -> float:
         return bundle_run(*args, progress=progress)
@@ -330,6 +337,12 @@ def run_pipeline(
                 work / "logs" / f"retrain_{arm}_seed{seed}.log",
             )
             arms[arm] = {"out": out, "ckpt": ckpt, "wall_s": wall}
+        if dynamic:
+            out, ckpt = work / f"dynamic_seed{seed}", work / "models" / f"dynamic_seed{seed}"
+            wall = run("training", [*train_cfg, "configs/dynamic.yaml"],
+                       {**common, **TRAIN_TO_THE_END, "seed": seed, "output_dir": out, "ckpt_dir": ckpt},
+                       work / "logs" / f"dynamic_seed{seed}.log")  # fmt: skip
+            arms["dynamic"] = {"out": out, "ckpt": ckpt, "wall_s": wall}
         for arm, info in arms.items():
             run(
                 "evaluating",
@@ -353,6 +366,7 @@ def run_pipeline(
                     "wall_s": info["wall_s"],
                     "train_s": _train_s(info["out"], info["wall_s"]),
                     "test_dice": summary,
+                    **(_dynamic_visits(info["out"]) if arm == "dynamic" else {}),
                 }
             )
         add_costs(results, seed)
@@ -361,6 +375,12 @@ def run_pipeline(
     write_text_atomic(work / "table.md", table + "\n")
     print(table)
     return results
+
+
+def _dynamic_visits(run_dir: Path) -> dict[str, int]:
+    """A dynamic run's training case visits and measured cases (its dynamic_summary.json)."""
+    summary = json.loads((run_dir / "dynamic_summary.json").read_text())
+    return {"case_visits": int(summary["case_visits"]), "measure_items": int(summary["measure_items"])}
 
 
 def cost_ratio(
@@ -397,6 +417,10 @@ def add_costs(results: dict[str, Any], seed: int) -> None:
         if arm == "full":
             r["cost"], r["wall_ratio"] = 1.0, 1.0
             continue
+        if arm == "dynamic":  # its own visits; wall time with every measurement pass in it
+            r["cost"] = r["case_visits"] / (full["epochs"] * full["train_cases"])
+            r["wall_ratio"] = r.get("train_s", r["wall_s"]) / full.get("train_s", full["wall_s"])
+            continue
         r["cost"] = cost_ratio(full["epochs"], full["train_cases"], r["epochs"], r["train_cases"], stage1_epochs)
         r["wall_ratio"] = (stage1_time + r.get("train_s", r["wall_s"])) / full.get("train_s", full["wall_s"])
 
@@ -420,7 +444,12 @@ def format_table(results: Mapping[str, Any]) -> str:
             return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
 
         cells = [
-            {"full": "full data", "dad": f"DAD {results['strategy']}", "random": "random"}[arm],
+            {
+                "full": "full data",
+                "dad": f"DAD {results['strategy']}",
+                "random": "random",
+                "dynamic": "dynamic (one training)",
+            }[arm],  # fmt: skip
             str(rs[0]["train_cases"]),
             stat([r["epochs"] for r in rs], ".0f"),
             stat([r.get("train_s", r["wall_s"]) for r in rs], ".0f"),
@@ -449,6 +478,12 @@ def format_table(results: Mapping[str, Any]) -> str:
         f"embedded set when it is missing: {stage1['wall_s'] - stage1.get('train_s', stage1['wall_s']):.0f} s) "
         f"and the prune stage ({stage1['prune_wall_s']:.0f} s, paid once by the DAD arm)."
     )
+    if any(r["arm"] == "dynamic" for r in runs):
+        lines.append(
+            "Dynamic: one training with configs/dynamic.yaml; cost counts its training case visits, wall × full "
+            "its whole wall time (measurement passes over dropped cases included: "
+            f"{sum(r.get('measure_items', 0) for r in runs if r['arm'] == 'dynamic')} items over all seeds)."
+        )
     return "\n".join(lines)
 
 

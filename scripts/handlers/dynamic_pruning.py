@@ -1,0 +1,409 @@
+"""Dynamic pruning of stage 1 (issue 18), the Ignite glue around ``scripts.core.dynamic_rule``.
+
+- ``DynamicSampler``: the training loader's sampler. When an epoch starts (``set_epoch``, which MONAI's
+  engines call before any handler runs) it plans the epoch from the dynamics record with the pure rule
+  and a generator drawn from (seed, epoch) alone, so every rank and a resumed run make the same
+  decisions; it yields this rank's share of the epoch's visits (``DistributedSampler``'s layout, the
+  padding repeats named by ``padding_indices`` so the DAD tracker leaves them out).
+- ``DynamicPruning``: the handler. At each epoch start it sets the epoch's length (fewer iterations);
+  after each loss it reweights the items of the batch (easy cases 1/(1-r), padding 0); at each epoch
+  end, after the DAD tracker, it measures the dropped cases (a forward pass, no gradient, shared out
+  across ranks and summed once), writes every case's visit status into the record and the cost of the
+  epoch (``dynamic_cost.csv``, ``dynamic_summary.json``). Its state rides in the trainer's state
+  (``engine.state.dynamic_pruning``, an Ignite user key), so ``ResumeCheckpoint`` saves and restores it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.data import DataLoader
+from monai.engines.utils import IterationEvents
+from monai.handlers import from_engine
+from torch.utils.data import DistributedSampler, Subset
+
+from scripts.core.counts import class_indices, foreground_counts_torch
+from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
+from scripts.data.record import DynamicsRecord
+from scripts.handlers.resume import ResumeCheckpoint
+from scripts.utils.atomic import write_csv_atomic, write_json_atomic
+from scripts.utils.flags import as_bool
+
+__all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget"]
+
+COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
+               "train_s", "measure_s", "trained_items")  # fmt: skip
+STATE_KEY = "dynamic_pruning"
+
+
+def read_budget(path: str | os.PathLike | None) -> list[int] | None:
+    """Per-epoch visits of another dynamic run (its ``dynamic_cost.csv``): the random arm's budget."""
+    if path is None:
+        return None
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the random arm's budget is the per-epoch visits of a dynamic run's dynamic_cost.csv; "
+            "run the dad arm first or pass --dynamic_budget null with another rule"
+        )
+    with path.open(newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["epoch"]))
+    return [int(r["visits"]) for r in rows]
+
+
+def _batch_case_ids(batch: Any) -> list[str]:
+    """The case id of every item of a batch, collated (a dict, as when the loss is computed) or decollated."""
+    if isinstance(batch, Mapping):
+        return [str(c) for c in batch["case_id"]]
+    return [str(item["case_id"]) for item in batch]
+
+
+class DynamicSampler(DistributedSampler):
+    """Per-epoch subset sampler of the training data set (its indices are the record's rows).
+
+    Args:
+        dataset: the training data set, in the record's case order.
+        record: the dynamics record the rule reads (filled by ``DADTracker`` on every rank alike).
+        settings: ``DynamicSettings`` or its keyword arguments.
+        seed: seeds every epoch's draws (with the epoch).
+        budget: per-epoch visits for the "random" rule (a list, epoch 1 first), else None.
+        loss_score: the record's loss column the "infobatch" rule reads.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        record: DynamicsRecord,
+        settings: DynamicSettings | Mapping[str, Any],
+        seed: int = 0,
+        budget: Sequence[int] | None = None,
+        loss_score: str = "loss",
+    ) -> None:
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=False, seed=seed)
+        if len(dataset) != len(record.case_ids):
+            raise ValueError(
+                f"the training data set has {len(dataset)} items but the record {len(record.case_ids)} cases"
+            )
+        self.record = record
+        self.settings = settings if isinstance(settings, DynamicSettings) else DynamicSettings(**settings)
+        self.budget = None if budget is None else [int(b) for b in budget]
+        self.loss_score = loss_score
+        self.stop_fired = False
+        self.plan: EpochPlan | None = None
+        self._rows = np.arange(0, dtype=np.int64)
+        self._padding = np.zeros(0, dtype=bool)
+
+    def _world(self) -> tuple[int, int]:
+        return idist.get_rank(), idist.get_world_size()
+
+    def plan_for(self, epoch: int) -> EpochPlan:
+        """The plan of ``epoch`` from the record's epochs before it (a pure function of record, seed, epoch)."""
+        s = self.settings
+        epochs, dice = self.record.dice_matrix()
+        loss = None
+        if s.rule == "infobatch":
+            if self.loss_score not in self.record.score_names and epochs.size:
+                raise ValueError(
+                    f"the infobatch rule reads the per-case loss column {self.loss_score!r}, which the record "
+                    f"lacks (it has {self.record.score_names}); run with --score_patches True"
+                )
+            loss = self.record.score_matrix(self.loss_score)[1] if epochs.size else np.full_like(dice, np.nan)
+        budget = None
+        if s.rule == "random":
+            if not self.budget or epoch > len(self.budget):
+                raise ValueError(
+                    f"the random rule has no budget for epoch {epoch} (budget of {len(self.budget or [])} epochs)"
+                )
+            budget = self.budget[epoch - 1]
+        return plan_epoch(epoch, s, epoch_rng(self.seed, epoch), dice=dice, epochs=epochs,
+                          centers=self.record.centers, loss=loss, budget=budget,
+                          stop_fired=self.stop_fired, n_cases=len(self.record.case_ids))  # fmt: skip
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if self.plan is None or self.plan.epoch != epoch:
+            self.plan = self.plan_for(epoch)
+        rank, world = self._world()
+        self.rank, self.num_replicas = rank, world
+        self._rows, self._padding = split_for_rank(self.plan.visits, rank, world)
+
+    def _ensure(self) -> None:
+        if self.plan is None:
+            self.set_epoch(max(self.epoch, 1))
+
+    def __iter__(self):  # type: ignore[override]
+        self._ensure()
+        return iter(self._rows.tolist())
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._rows)
+
+    def padding_indices(self) -> list[int]:
+        """Data set indices this rank yields as padding this epoch (``scripts.data.distributed``)."""
+        self._ensure()
+        return self._rows[self._padding].tolist()
+
+    def weights_by_case(self) -> dict[str, float]:
+        """Loss weight of every case this rank visits this epoch; a padding repeat weighs 0."""
+        self._ensure()
+        ids = self.record.case_ids
+        out = {ids[i]: float(self.plan.weight[i]) for i in self._rows[~self._padding]}
+        out.update({ids[i]: 0.0 for i in self._rows[self._padding]})
+        return out
+
+
+class DynamicPruning:
+    """The trainer's handler of dynamic pruning (see the module docstring).
+
+    Args:
+        sampler: the training loader's ``DynamicSampler``.
+        record: the dynamics record (the same object the sampler and the DAD tracker hold).
+        output_dir: where ``dynamic_cost.csv``, ``dynamic_summary.json`` and the record are written.
+        network: the network measured on the dropped cases (a DDP wrapper is unwrapped).
+        measure_dataset: the training cases with the measurement transform (record order): training
+            crops by default (the patch Dice's scale), or whole volumes.
+        inferer: inference for the measurement pass (``SimpleInferer`` on crops, sliding window on volumes).
+        loss_function: the per-item loss the reweighting recomputes (the trainer's).
+        device: where the measured batches go.
+        amp: autocast the measurement pass (CUDA only).
+        record_path: the record file, rewritten after the visit column is set.
+        batch_size: the training loader's batch size (the epoch's iteration count).
+        output_transform / batch_transform: the trainer's (pred, label) and the batch's case ids.
+        save_rank: the rank that writes.
+    """
+
+    def __init__(
+        self,
+        sampler: DynamicSampler,
+        record: DynamicsRecord,
+        output_dir: str | os.PathLike,
+        network: torch.nn.Module,
+        measure_dataset: Any,
+        inferer: Callable,
+        loss_function: Callable,
+        batch_size: int,
+        device: Any = "cpu",
+        amp: bool = False,
+        record_path: str | os.PathLike | None = None,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        batch_transform: Callable | None = None,
+        save_rank: int = 0,
+    ) -> None:
+        self.sampler = sampler
+        self.record = record
+        self.output_dir = Path(output_dir)
+        self.record_path = Path(record_path) if record_path else self.output_dir / "dynamics.csv"
+        self.network = network
+        self.measure_dataset = measure_dataset
+        self.inferer = inferer
+        self.loss_function = loss_function
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if isinstance(device, str) else device
+        self.amp = as_bool(amp, "amp")
+        self.output_transform = output_transform
+        self.batch_transform = batch_transform or _batch_case_ids
+        self.save_rank = save_rank
+        self.logger = logging.getLogger("DynamicPruning")
+        self._weights: dict[str, float] = {}
+        self._trained = np.zeros(len(record.case_ids), dtype=np.int64)  # items trained at weight > 0, this rank
+        self._t0 = 0.0
+
+    # ---- state, saved with the trainer's (ResumeCheckpoint) ----
+    def _state(self, engine: Engine) -> dict[str, Any]:
+        return getattr(engine.state, STATE_KEY)
+
+    def attach(self, engine: Engine) -> None:
+        setattr(engine.state, STATE_KEY, {"seed": int(self.sampler.seed), "settings": self.sampler.settings.as_dict(),
+                                          "stop_fired": False, "cost": []})  # fmt: skip
+        if STATE_KEY not in engine.state_dict_user_keys:
+            engine.state_dict_user_keys.append(STATE_KEY)
+        for event, fn in (
+            (Events.STARTED, self.started),
+            (Events.EPOCH_STARTED, self.epoch_started),
+            (IterationEvents.LOSS_COMPLETED, self.reweight),
+        ):
+            if not engine.has_event_handler(fn, event):
+                engine.add_event_handler(event, fn)
+        if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
+            # before ResumeCheckpoint's save (attached earlier), so the checkpoint of an epoch holds its
+            # visits and cost: take those saves off, add this handler, put them back after it
+            saves = [h for h, *_ in engine._event_handlers[Events.EPOCH_COMPLETED]
+                     if isinstance(getattr(h, "__self__", None), ResumeCheckpoint)]  # fmt: skip
+            for h in saves:
+                engine.remove_event_handler(h, Events.EPOCH_COMPLETED)
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+            for h in saves:
+                engine.add_event_handler(Events.EPOCH_COMPLETED, h)
+
+    def started(self, engine: Engine) -> None:
+        """After ``ResumeCheckpoint`` (attached before): check a restored state belongs to this run."""
+        state = self._state(engine)
+        if engine.state.epoch and state["cost"]:
+            if state["seed"] != self.sampler.seed or state["settings"] != self.sampler.settings.as_dict():
+                raise ValueError(
+                    f"resume: the checkpoint's dynamic-pruning settings {state['settings']} (seed {state['seed']})"
+                    f" differ from this run's {self.sampler.settings.as_dict()} (seed {self.sampler.seed});"
+                    " resume with the same settings or start a fresh run (--resume False)"
+                )
+            state["cost"] = [r for r in state["cost"] if r["epoch"] <= engine.state.epoch]
+            self.logger.info(f"resume: dynamic pruning restored after epoch {engine.state.epoch}")
+        self.sampler.stop_fired = bool(state["stop_fired"])
+
+    def epoch_started(self, engine: Engine) -> None:
+        self.sampler.set_epoch(engine.state.epoch)  # idempotent: MONAI's engine called it already
+        engine.state.epoch_length = max(1, math.ceil(len(self.sampler) / self.batch_size))
+        if getattr(engine, "_dataloader_iter", None) is None:
+            # a (resumed) run sets its loader up after this event and would start the epoch at
+            # iteration % epoch_length; the variable epoch lengths make that remainder meaningless
+            engine._init_iter = 0
+        self._weights = self.sampler.weights_by_case()
+        self._trained[:] = 0
+        self._check_same_plan(engine.state.epoch)
+        self._t0 = time.perf_counter()
+
+    def reweight(self, engine: Engine) -> None:
+        """Correct the batch loss for the items whose weight is not 1: + sum_i (w_i - 1) L_i / B, where L_i
+        is item i's own loss (the loss of a batch of one). A batch of weight-1 items keeps its loss as is."""
+        case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
+        w = np.array([self._weights.get(c, 1.0) for c in case_ids])
+        np.add.at(self._trained, self.record.rows_of(case_ids)[w > 0], 1)
+        if np.all(w == 1.0):
+            return
+        pred, label = self.output_transform(engine.state.output)
+        pred = torch.stack(list(pred)) if isinstance(pred, (list, tuple)) else pred
+        label = torch.stack(list(label)) if isinstance(label, (list, tuple)) else label
+        correction = 0.0
+        for i in np.flatnonzero(w != 1.0):
+            correction = correction + (w[i] - 1.0) * self.loss_function(pred[i : i + 1], label[i : i + 1]).mean()
+        engine.state.output["loss"] = engine.state.output["loss"] + correction / len(case_ids)
+
+    def _check_same_plan(self, epoch: int) -> None:
+        """Every rank planned the same epoch (the same record and seed make the same draws): compare a
+        digest of the plan across ranks, once per epoch, and stop on a mismatch rather than train apart."""
+        world = idist.get_world_size()
+        if world < 2:
+            return
+        plan = self.sampler.plan
+        digest = zlib.crc32(plan.visits.astype(np.int64).tobytes() + "|".join(plan.status).encode())
+        device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+        digests = idist.all_gather(torch.tensor([digest], dtype=torch.int64, device=device)).cpu().tolist()
+        if len(set(digests)) != 1:
+            raise RuntimeError(
+                f"epoch {epoch}: the ranks planned different visits (digests {digests}); their dynamics records "
+                "or dynamic settings differ. Every rank must run the same config and DADTracker must gather all ranks"
+            )
+        if epoch == 1 or epoch == self.sampler.settings.epochs:
+            self.logger.info(f"epoch {epoch}: the {world} ranks' plans agree")
+
+    def _check_trained_once(self, epoch: int) -> int:
+        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains the same
+        number of items (its crops) once between the ranks; padding repeats are not trained (weight 0)."""
+        trained = torch.as_tensor(self._trained)
+        if idist.get_world_size() > 1:
+            device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+            trained = idist.all_reduce(trained.to(device)).cpu()
+        trained = trained.numpy()
+        plan = self.sampler.plan
+        multiplicity = np.bincount(plan.visits, minlength=len(trained))
+        per_visit = trained.sum() / max(1, multiplicity.sum())
+        if not np.array_equal(trained, multiplicity * per_visit):
+            bad = np.flatnonzero(trained != multiplicity * per_visit)[:5]
+            raise RuntimeError(
+                f"epoch {epoch}: cases {[self.record.case_ids[i] for i in bad]} were trained on "
+                f"{trained[bad].tolist()} items against {multiplicity[bad].tolist()} planned visits of "
+                f"{per_visit:g} items; the loader's sampler is not this handler's DynamicSampler?"
+            )
+        return int(trained.sum())
+
+    @torch.no_grad()
+    def _measure(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """Pooled counts (len(rows), 3, C-1) and item counts of the measured cases, summed over ranks."""
+        start = time.perf_counter()
+        rank, world = idist.get_rank(), idist.get_world_size()
+        n_fg = self.record.num_classes - 1
+        index = {int(r): k for k, r in enumerate(rows)}
+        pooled = torch.zeros((len(rows), 3 * n_fg + 1), dtype=torch.int64)
+        mine = rows[rank::world]
+        net = getattr(self.network, "module", self.network)  # no DDP collectives in a rank-local pass
+        was_training = net.training
+        net.eval()
+        loader = DataLoader(Subset(self.measure_dataset, mine.tolist()), batch_size=1, num_workers=0)
+        for batch in loader:
+            image, label = batch["image"].to(self.device), batch["label"].to(self.device)
+            with torch.autocast("cuda", enabled=self.amp and self.device.type == "cuda"):
+                pred = self.inferer(image, net)
+            counts = foreground_counts_torch(class_indices(pred), label, self.record.num_classes).cpu()
+            for case, c in zip(batch["case_id"], counts):
+                k = index[self.record.rows_of([str(case)])[0].item()]
+                pooled[k, :-1] += c.flatten()
+                pooled[k, -1] += 1
+        net.train(was_training)
+        if world > 1:
+            device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
+            pooled = idist.all_reduce(pooled.to(device)).cpu()
+        pooled = pooled.numpy()
+        return pooled[:, :-1].reshape(len(rows), 3, n_fg), pooled[:, -1], time.perf_counter() - start
+
+    def epoch_completed(self, engine: Engine) -> None:
+        """After ``DADTracker``: measure the dropped cases, write the visit column and the epoch's cost."""
+        epoch, plan = engine.state.epoch, self.sampler.plan
+        train_s = time.perf_counter() - self._t0
+        trained_items = self._check_trained_once(epoch)
+        rows = plan.measure
+        measure_items, measure_s = 0, 0.0
+        if epoch not in self.record.epochs:
+            raise RuntimeError(f"epoch {epoch} is not in the record: attach DynamicPruning after DADTracker")
+        if len(rows):
+            pooled, n_items, measure_s = self._measure(rows)
+            self.record.merge_cases(epoch, rows, pooled, n_items)
+            measure_items = int(n_items.sum())
+        self.record.set_visits(epoch, plan.status)
+        state = self._state(engine)
+        if getattr(engine.state, "prune_epoch", None) is not None:  # MovingDistanceHandler: the ranking settled
+            state["stop_fired"] = True
+            self.sampler.stop_fired = True
+        counts = plan.counts()
+        row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in ("visits", "visited", "thinned",
+               "dropped", "measured")}, "measure_items": measure_items, "train_s": round(train_s, 3),
+               "measure_s": round(measure_s, 3), "trained_items": trained_items}  # fmt: skip
+        state["cost"] = [r for r in state["cost"] if r["epoch"] < epoch] + [row]
+        if idist.get_rank() == self.save_rank:
+            self.record.save(self.record_path)
+            self.write_cost(state["cost"], len(self.record.case_ids), engine.state.max_epochs)
+        self.logger.info(
+            f"epoch {epoch} ({plan.phase}): {counts['visits']} visits, {counts['thinned']} thinned, "
+            f"{counts['dropped'] + counts['measured']} dropped ({counts['measured']} measured)"
+        )
+
+    def write_cost(self, cost: Sequence[Mapping[str, Any]], n_cases: int, max_epochs: int) -> None:
+        write_csv_atomic(self.output_dir / "dynamic_cost.csv", COST_FIELDS, [[r[k] for k in COST_FIELDS] for r in cost])
+        visits = sum(r["visits"] for r in cost)
+        measured = sum(r["measure_items"] for r in cost)
+        done = len(cost)
+        write_json_atomic(self.output_dir / "dynamic_summary.json", {
+            "epochs": done,
+            "settings": self.sampler.settings.as_dict(),
+            "seed": int(self.sampler.seed),
+            "case_visits": visits,
+            "measure_items": measured,
+            "full_case_visits": n_cases * done,
+            "visits_x_full": visits / (n_cases * done) if done else None,
+            "train_s": round(sum(r["train_s"] for r in cost), 3),
+            "measure_s": round(sum(r["measure_s"] for r in cost), 3),
+            "note": "visits_x_full: training case visits over a full-data run's (cases x epochs); measure_items are "
+                    "forward-only passes over dropped cases (crops or volumes), counted apart; wall times per rank 0",
+        })  # fmt: skip

@@ -1,0 +1,245 @@
+"""Dynamic pruning's glue: the record's visit column (old records unchanged), the sampler's share of an
+epoch per rank, the loss reweighting, and real runs: two gloo ranks against one process, and a run
+killed with SIGKILL and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from monai.data import Dataset
+
+from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
+from scripts.data.distributed import padding_case_ids
+from scripts.data.record import DynamicsRecord, read_dynamics
+from scripts.handlers.dynamic_pruning import DynamicPruning, DynamicSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = [f"c{i}" for i in range(10)]
+DAD = np.array([0.05, 0.10, 0.50, 0.55, 0.60, 0.65, 0.80, 0.85, 0.90, 0.95])
+
+
+def _counts(dice: float) -> np.ndarray:
+    """(1, 3, 1) counts whose Dice is ``dice``: |P ∩ Y| = 100 dice, |P| = |Y| = 100."""
+    return np.array([[[100.0 * dice], [100.0], [100.0]]])
+
+
+def _record(n_epochs: int) -> DynamicsRecord:
+    record = DynamicsRecord(CASES, ["a"] * 5 + ["b"] * 5, 2)
+    for e in range(1, n_epochs + 1):
+        record.add_pooled_epoch(e, "patches", np.concatenate([_counts(d) for d in DAD]), np.ones(10, dtype=int))
+    return record
+
+
+def test_visit_column_round_trips_and_old_records_stay_byte_identical(tmp_path):
+    old = _record(2)
+    old.save(tmp_path / "old.csv")
+    text = (tmp_path / "old.csv").read_text()
+    assert "visit" not in text.splitlines()[0]
+    DynamicsRecord.load(tmp_path / "old.csv").save(tmp_path / "again.csv")
+    assert (tmp_path / "again.csv").read_text() == text  # a record without visits reads and writes as before
+
+    record = _record(3)
+    record.add_scores(1, {"loss": np.arange(10.0)})
+    status = np.array(["visited"] * 7 + ["thinned", "dropped", "measured"])
+    record.set_visits(2, status)
+    record.save(tmp_path / "new.csv")
+    header = (tmp_path / "new.csv").read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["dice_class1", "visit", "loss"]
+    loaded = DynamicsRecord.load(tmp_path / "new.csv")
+    assert loaded.score_names == ["loss"]
+    epochs, visits = loaded.visit_matrix()
+    assert epochs.tolist() == [1, 2, 3]
+    assert visits[:, 1].tolist() == status.tolist() and set(visits[:, 0]) == {""}
+    table = read_dynamics(tmp_path / "new.csv")
+    assert table["visit"][10:20].tolist() == status.tolist()
+    loaded.restore(tmp_path / "new.csv", up_to_epoch=1)
+    assert set(loaded.visit_matrix()[1].ravel()) == {""}
+
+
+def test_merge_cases_sets_only_the_measured_cases():
+    record = DynamicsRecord(["a", "b", "c"], ["x"] * 3, 2)
+    record.add_pooled_epoch(1, "patches", np.concatenate([_counts(0.5), _counts(0.0), _counts(0.9)]),
+                            np.array([2, 0, 2]))  # fmt: skip
+    assert np.isnan(record.dice_matrix()[1][1, 0])  # not seen: missing, not 0
+    # b measured: |P ∩ Y| = 3, |P| = 4, |Y| = 4 -> 2 * 3 / 8 = 0.75
+    record.merge_cases(1, [1], np.array([[[3.0], [4.0], [4.0]]]), np.array([1]))
+    np.testing.assert_allclose(record.dice_matrix()[1][:, 0], [0.5, 0.75, 0.9])
+    with pytest.raises(ValueError, match="epoch 2 is not recorded"):
+        record.merge_cases(2, [1], np.array([[[3.0], [4.0], [4.0]]]), np.array([1]))
+
+
+class _RankSampler(DynamicSampler):
+    def __init__(self, *args, rank: int, world: int, **kw):
+        super().__init__(*args, **kw)
+        self._fake = (rank, world)
+
+    def _world(self):
+        return self._fake
+
+
+def test_two_ranks_share_one_plan_and_visit_each_case_once_between_them():
+    settings = DynamicSettings(epochs=40, warmup=2, window=2, drop_fraction=0.2, easy_fraction=0.4)
+    record = _record(6)
+    dataset = Dataset([{"case_id": c} for c in CASES])
+    samplers = [_RankSampler(dataset, record, settings, seed=3, rank=r, world=2) for r in range(2)]
+    for epoch in (7, 8, 9):
+        for s in samplers:
+            s.set_epoch(epoch)
+        expected = plan_epoch(epoch, settings, epoch_rng(3, epoch), dice=record.dice_matrix()[1],
+                              epochs=record.epochs, centers=record.centers)  # fmt: skip
+        for s in samplers:
+            np.testing.assert_array_equal(s.plan.status, expected.status)
+        assert len(samplers[0]) == len(samplers[1])  # the same number of batches on each rank
+        real = Counter()
+        for s in samplers:
+            padded = set(s.padding_indices())
+            real.update(i for i in s if i not in padded)
+        assert sorted(real) == sorted(expected.visits.tolist()) and set(real.values()) == {1}
+        # the DAD tracker finds the padding through the loader, and the handler weighs it 0
+        loader = SimpleNamespace(sampler=samplers[1], dataset=dataset)
+        padded_ids = padding_case_ids(loader)
+        weights = samplers[1].weights_by_case()
+        assert all(weights[c] == 0.0 for c in padded_ids)
+        assert len(expected.visits) % 2 == 0 or padded_ids  # an odd epoch pads one rank
+
+
+def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
+    record = _record(1)
+    handler = DynamicPruning.__new__(DynamicPruning)
+    handler.record = record
+    handler._weights = {"c0": 2.0, "c1": 0.0, "c2": 1.0}
+    handler._trained = np.zeros(10, dtype=np.int64)
+    handler.loss_function = lambda p, y: ((p - y) ** 2).mean()
+    handler.batch_transform = lambda b: b["case_id"]
+    handler.output_transform = lambda o: (o["pred"], o["label"])
+    pred = torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 2.0]])
+    label = torch.zeros(3, 2)
+    losses = [1.0, 9.0, 2.0]  # each item's own mean squared error
+    output = {"pred": pred, "label": label, "loss": ((pred - label) ** 2).mean()}
+    engine = SimpleNamespace(state=SimpleNamespace(batch={"case_id": ["c0", "c1", "c2"]}, output=output))
+    handler.reweight(engine)
+    # (2 * 1 + 0 * 9 + 1 * 2) / 3
+    assert engine.state.output["loss"].item() == pytest.approx((2 * losses[0] + 0 * losses[1] + losses[2]) / 3)
+    assert handler._trained[:3].tolist() == [1, 0, 1]
+
+
+# ---- real runs (tiny: 7-8 cases, 16^3 patches, 24^3 / 32^3 volumes) ----
+
+MODULE = ["-m", "monai.bundle", "run", "training", "--config_file"]
+BUNDLE = [sys.executable, *MODULE]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_measure_interval", "2",
+           "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
+
+
+def _frozen(tmp_path: Path, out: str) -> list[str]:
+    """A frozen network (learning rate 0, instance norm) scored on whole volumes: one process or two
+    write the same record, so the rule must make the same decisions."""
+    synthetic = {"num_train": 7, "num_val": 2, "num_test": 1, "shape": [24, 24, 24], "seed": 0, "num_centers": 2,
+                 "fault_fraction": 0.3}  # fmt: skip
+    return [
+        *("--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "data")),
+        *("--output_dir", str(tmp_path / out), "--ckpt_dir", str(tmp_path / out / "models")),
+        *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
+        *("--batch_size", "2", "--epochs", "3", "--val_interval", "3", "--learning_rate", "0.0"),
+        *("--network_def#norm", "instance", "--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
+        *DYNAMIC,
+    ]
+
+
+def _run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return result.stdout + result.stderr
+
+
+def _cost(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_make_the_single_process_decisions(tmp_path):
+    _run([*BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']", *_frozen(tmp_path, "single")])
+    log = _run([*TORCHRUN, *MODULE, "['configs/train.yaml','configs/multi_gpu_train.yaml','configs/dynamic.yaml']",
+                *_frozen(tmp_path, "multi"), "--backend", "gloo"])  # fmt: skip
+    assert "the 2 ranks' plans agree" in log  # the handler compared the ranks' plans every epoch
+    single, multi = (read_dynamics(tmp_path / d / "dynamics.csv") for d in ("single", "multi"))
+    np.testing.assert_array_equal(multi["visit"], single["visit"])
+    np.testing.assert_allclose(multi["dice"], single["dice"], rtol=0, atol=1e-6)
+    assert {"dropped", "measured"} & set(single["visit"])  # the plan did prune: the comparison compares decisions
+    for d in ("single", "multi"):
+        for row in _cost(tmp_path / d / "dynamic_cost.csv"):
+            # each visit trained the case's 2 crops once between the ranks (the handler checks it per case)
+            assert int(row["trained_items"]) == 2 * int(row["visits"])
+
+
+def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
+    synthetic = {"num_train": 8, "num_val": 2, "num_test": 2, "shape": [32, 32, 32], "seed": 0, "num_centers": 2,
+                 "fault_fraction": 0.25}  # fmt: skip
+    return [
+        *BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']",
+        *("--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")),
+        *("--ckpt_dir", str(tmp_path / "models"), "--synthetic", json.dumps(synthetic)),
+        *("--patch_size", "[16,16,16]", "--epochs", "6", "--delta_t", "2", "--val_interval", "6"),
+        *("--num_workers", "0", "--batch_size", "2"),
+        *DYNAMIC, *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_restores_the_sampler_and_one_row_per_case_and_epoch(tmp_path):
+    cost = tmp_path / "out" / "dynamic_cost.csv"
+    proc = subprocess.Popen(_resume_cmd(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if cost.is_file() and len(_cost(cost)) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    checkpoint = torch.load(tmp_path / "models" / "resume.pt", weights_only=False)
+    saved = int(checkpoint["epoch"])
+    assert 2 <= saved < 6  # the kill may fall between epoch 3's cost row and its checkpoint
+    state = checkpoint["trainer"]["dynamic_pruning"]  # the sampler's state rides in the trainer's
+    assert [r["epoch"] for r in state["cost"]] == list(range(1, saved + 1))
+    before = read_dynamics(tmp_path / "out" / "dynamics.csv")
+    before_cost = _cost(cost)[:saved]
+
+    log = _run([*_resume_cmd(tmp_path, "--resume", "True")])
+    assert f"continuing after epoch {saved}" in log and f"dynamic pruning restored after epoch {saved}" in log
+    after = read_dynamics(tmp_path / "out" / "dynamics.csv")
+    pairs = Counter(zip(after["case_id"].tolist(), after["epoch"].astype(int).tolist()))
+    assert set(pairs.values()) == {1} and len(pairs) == 8 * 6
+    assert "" not in set(after["visit"])  # every (case, epoch) says what happened to it
+    keep = before["epoch"] <= saved
+    np.testing.assert_array_equal(after["visit"][after["epoch"] <= saved], before["visit"][keep])
+    assert _cost(cost)[:saved] == before_cost and [int(r["epoch"]) for r in _cost(cost)] == list(range(1, 7))
+    # every epoch's decisions, before and after the kill, are the rule's on the record of the epochs before it
+    record = DynamicsRecord.load(tmp_path / "out" / "dynamics.csv")
+    settings = DynamicSettings(epochs=6, warmup=1, window=2, drop_fraction=0.15, measure_interval=2,
+                               anneal_fraction=0.25)  # fmt: skip
+    epochs, dice = record.dice_matrix()
+    visits = record.visit_matrix()[1]
+    for e in range(1, 7):
+        plan = plan_epoch(e, settings, epoch_rng(42, e), dice=dice[:, : e - 1], epochs=epochs[: e - 1],
+                          centers=record.centers)  # fmt: skip
+        assert visits[:, e - 1].tolist() == plan.status.tolist(), e
+    assert {"dropped", "measured"} & set(visits.ravel())

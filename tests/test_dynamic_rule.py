@@ -1,0 +1,212 @@
+"""The dynamic-pruning rule on hand-made records: warm-up, the hard tail dropped, thinning at rate r
+(binomial bound), annealing, a dropped case that recovers comes back, center-normalised ranking, the
+InfoBatch and random baselines, and the per-rank split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from torch.utils.data import DistributedSampler
+
+from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, latest_values, phase_of, plan_epoch, split_for_rank
+
+# ten cases with a fixed DAD: case 0 the hardest ... case 9 the easiest
+DAD = np.array([0.05, 0.10, 0.50, 0.55, 0.60, 0.65, 0.80, 0.85, 0.90, 0.95])
+
+
+def _history(values: np.ndarray, n_epochs: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(1, n_epochs + 1), np.repeat(values[:, None], n_epochs, axis=1)
+
+
+def _settings(**kw) -> DynamicSettings:
+    base = dict(epochs=40, warmup=10, window=10, drop_fraction=0.2, easy_fraction=0.4, thin_ratio=0.5,
+                anneal_fraction=0.125, measure_interval=5)  # fmt: skip
+    return DynamicSettings(**{**base, **kw})
+
+
+def test_warmup_visits_every_case_at_weight_one():
+    s = _settings()
+    epochs, dice = _history(DAD, 9)
+    for e in range(1, 11):
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice[:, : e - 1], epochs=epochs[: e - 1])
+        assert plan.phase == "warmup"
+        assert sorted(plan.visits.tolist()) == list(range(10))
+        np.testing.assert_array_equal(plan.weight, np.ones(10))
+
+
+def test_hard_tail_dropped_easy_head_thinned_middle_kept():
+    s = _settings()
+    epochs, dice = _history(DAD, 12)
+    plan = plan_epoch(13, s, epoch_rng(0, 13), dice=dice, epochs=epochs)
+    assert plan.phase == "prune"
+    # floor(0.2 * 10) = 2 hardest dropped (13 is not a measuring epoch), 4 easiest thinned or visited at 2
+    assert plan.status[:2].tolist() == ["dropped", "dropped"]
+    assert set(plan.status[2:6]) == {"visited"} and np.all(plan.weight[2:6] == 1.0)
+    for i in range(6, 10):
+        assert (plan.status[i], plan.weight[i]) in {("thinned", 0.0), ("visited", 2.0)}
+    assert sorted(plan.visits.tolist()) == np.flatnonzero(plan.status == "visited").tolist()
+    # epoch 15 is a measuring epoch: the dropped cases are measured, still not trained on
+    plan15 = plan_epoch(15, s, epoch_rng(0, 15), dice=dice, epochs=epochs)
+    assert plan15.status[:2].tolist() == ["measured", "measured"] and plan15.measure.tolist() == [0, 1]
+    assert not set(plan15.visits.tolist()) & {0, 1}
+
+
+def test_thinning_rate_within_a_binomial_bound_over_many_epochs():
+    r, n_epochs = 0.3, 2000
+    s = _settings(epochs=10_000, thin_ratio=r, window=10_000)  # the window reaches back to the history
+    epochs, dice = _history(DAD, 10)
+    visits = np.zeros(10)
+    for e in range(100, 100 + n_epochs):
+        plan = plan_epoch(e, s, epoch_rng(7, e), dice=dice, epochs=epochs)
+        visits += plan.status == "visited"
+        easy_visited = plan.status[6:] == "visited"
+        np.testing.assert_allclose(plan.weight[6:][easy_visited], 1 / (1 - r))
+    p = 1 - r
+    bound = 4 * math.sqrt(n_epochs * p * (1 - p))  # 4 sigma: a false alarm once in ~16000 cases
+    for i in range(6, 10):
+        assert abs(visits[i] - n_epochs * p) <= bound, (i, visits[i])
+    assert np.all(visits[2:6] == n_epochs) and np.all(visits[:2] == 0)
+    # every epoch its own draw: the easy cases' visit patterns are not all the same
+    assert len({tuple(plan_epoch(e, s, epoch_rng(7, e), dice=dice, epochs=epochs).status[6:]) for e in range(20)}) > 4
+
+
+def test_annealing_trains_every_kept_case_for_the_last_epochs():
+    s = _settings()  # 40 epochs, anneal 12.5%: epochs 36-40
+    assert [phase_of(e, s) for e in (10, 11, 35, 36, 40)] == ["warmup", "prune", "prune", "anneal", "anneal"]
+    epochs, dice = _history(DAD, 35)
+    for e in range(36, 41):
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice, epochs=epochs)
+        assert set(plan.status[:2]) <= {"dropped", "measured"}
+        assert sorted(plan.visits.tolist()) == list(range(2, 10))
+        np.testing.assert_array_equal(plan.weight[2:], np.ones(8))
+
+
+def test_a_dropped_case_whose_dad_rises_comes_back():
+    s = _settings(drop_fraction=0.1, easy_fraction=0.0)
+    epochs, dice = _history(DAD, 15)
+    assert plan_epoch(16, s, epoch_rng(0, 16), dice=dice, epochs=epochs).status[0] == "dropped"
+    # case 0 is measured at epochs 15, 20, 25 (missing in between) and its Dice rises to 0.7
+    later = np.full((10, 10), np.nan)
+    later[1:] = DAD[1:, None]
+    later[0, [4, 9]] = 0.7  # epochs 20 and 25
+    dice2 = np.concatenate([dice, later], axis=1)
+    epochs2 = np.arange(1, 26)
+    plan = plan_epoch(26, s, epoch_rng(0, 26), dice=dice2, epochs=epochs2)
+    # window 16-25: case 0's DAD is mean(0.7, 0.7) = 0.7, not diluted by the missing epochs; case 1 is the tail now
+    assert plan.status[0] == "visited" and plan.status[1] == "dropped"
+
+
+def test_unmeasured_epochs_are_missing_not_zero():
+    s = _settings(drop_fraction=0.1, easy_fraction=0.0, window=4, warmup=0, measure_interval=7)
+    # case 0: 0.3 in two of the last four epochs, missing in the others; case 1: 0.2 every epoch
+    dice = np.tile(DAD[:, None], (1, 4))
+    dice[0] = [0.3, np.nan, 0.3, np.nan]
+    dice[1] = 0.2
+    plan = plan_epoch(5, s, epoch_rng(0, 5), dice=dice, epochs=[1, 2, 3, 4])
+    # with the gaps read as 0, case 0 (mean 0.15) would be the tail; read as missing its DAD is 0.3
+    assert plan.status[1] == "dropped" and plan.status[0] == "visited"
+    # a case never measured in the window is unranked and visited at weight 1
+    dice[2] = np.nan
+    plan = plan_epoch(5, s, epoch_rng(0, 5), dice=dice, epochs=[1, 2, 3, 4])
+    assert plan.status[2] == "visited" and plan.weight[2] == 1.0
+    np.testing.assert_array_equal(latest_values(np.array([[1.0, np.nan, 3.0, np.nan]]), [1, 2, 3, 4], 5), [3.0])
+
+
+def test_center_normalised_ranking_drops_within_each_center():
+    # center a is hard overall (DAD ~0.3), center b easy (~0.8); each has one case far below its center
+    values = np.array([0.30, 0.31, 0.29, 0.32, 0.05, 0.80, 0.81, 0.79, 0.82, 0.55])
+    centers = ["a"] * 5 + ["b"] * 5
+    epochs, dice = _history(values, 12)
+    raw = plan_epoch(13, _settings(drop_fraction=0.2, easy_fraction=0.0, score="dad"), epoch_rng(0, 13), dice=dice,
+                     epochs=epochs, centers=centers)  # fmt: skip
+    z = plan_epoch(13, _settings(drop_fraction=0.2, easy_fraction=0.0, score="dad_center_z"), epoch_rng(0, 13),
+                   dice=dice, epochs=epochs, centers=centers)  # fmt: skip
+    # raw DAD's two lowest: 0.05 (case 4) and 0.29 (case 2, a clean case of the hard center)
+    assert np.flatnonzero(raw.status == "dropped").tolist() == [2, 4]
+    # within centers: case 4 (z = (0.05 - 0.30) / (1.4826 * 0.01)) and case 9 ((0.55 - 0.80) / (1.4826 * 0.01))
+    assert np.flatnonzero(z.status == "dropped").tolist() == [4, 9]
+
+
+def test_infobatch_thins_losses_below_the_mean():
+    r = 0.5
+    s = _settings(rule="infobatch", warmup=0, thin_ratio=r, epochs=10_000, anneal_fraction=0.125)
+    loss = np.array([[0.1], [0.2], [0.3], [0.9], [1.0], [np.nan]])  # mean of the known: 0.5
+    counts = np.zeros(6)
+    n_epochs = 1000
+    for e in range(2, 2 + n_epochs):
+        plan = plan_epoch(e, s, epoch_rng(1, e), loss=loss, epochs=[1])
+        counts += plan.status == "visited"
+        assert set(plan.weight[:3][plan.status[:3] == "visited"]) <= {2.0}
+        np.testing.assert_array_equal(plan.weight[3:], np.ones(3))
+    bound = 4 * math.sqrt(n_epochs * r * (1 - r))
+    assert all(abs(counts[i] - n_epochs * (1 - r)) <= bound for i in range(3))
+    assert np.all(counts[3:] == n_epochs)  # above the mean, or without a loss yet: always visited
+    assert plan_epoch(9_000, s, epoch_rng(1, 9_000), loss=loss, epochs=[1]).phase == "anneal"  # last 12.5% (8751+)
+
+
+def test_random_rule_visits_exactly_the_budget_uniformly():
+    s = _settings(rule="random")
+    counts = np.zeros(10)
+    for e in range(1, 501):
+        plan = plan_epoch(e, s, epoch_rng(3, e), n_cases=10, budget=7)
+        assert len(plan.visits) == 7 and len(set(plan.visits.tolist())) == 7
+        counts += plan.status == "visited"
+    bound = 4 * math.sqrt(500 * 0.7 * 0.3)
+    assert np.all(np.abs(counts - 350) <= bound)
+
+
+def test_matched_iterations_keeps_the_epochs_visits():
+    s = _settings(matched_iterations=True)
+    epochs, dice = _history(DAD, 12)
+    plan = plan_epoch(13, s, epoch_rng(0, 13), dice=dice, epochs=epochs)
+    assert len(plan.visits) == 10 and not set(plan.visits.tolist()) & {0, 1}
+
+
+def test_split_for_rank_is_distributed_samplers_layout_and_covers_each_visit_once():
+    visits = np.array([7, 3, 9, 0, 5])
+    shares = [split_for_rank(visits, r, 2) for r in range(2)]
+    for r, (rows, _) in enumerate(shares):
+        torch_sampler = DistributedSampler(visits.tolist(), num_replicas=2, rank=r, shuffle=False)
+        assert rows.tolist() == [visits[i] for i in torch_sampler]
+    assert len(shares[0][0]) == len(shares[1][0]) == 3
+    real = sorted(np.concatenate([rows[~pad] for rows, pad in shares]).tolist())
+    assert real == sorted(visits.tolist())
+    assert sum(int(pad.sum()) for _, pad in shares) == 1
+
+
+def test_same_seed_and_epoch_same_plan_different_epoch_different_draw():
+    s = _settings()
+    epochs, dice = _history(DAD, 12)
+    a = plan_epoch(13, s, epoch_rng(5, 13), dice=dice, epochs=epochs)
+    b = plan_epoch(13, s, epoch_rng(5, 13), dice=dice, epochs=epochs)
+    np.testing.assert_array_equal(a.visits, b.visits)
+    np.testing.assert_array_equal(a.status, b.status)
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"rule": "loss"}, "rule 'loss'"),
+        ({"score": "el2n"}, "score 'el2n'"),
+        ({"thin_ratio": 1.0}, "thin_ratio"),
+        ({"drop_fraction": 0.7, "easy_fraction": 0.5}, "drop_fraction + easy_fraction"),
+        ({"measure_interval": 0}, "measure_interval"),
+    ],
+)
+def test_bad_settings_name_the_problem(bad, words):
+    with pytest.raises(ValueError, match="dynamic pruning settings") as err:
+        _settings(**bad)
+    assert words in str(err.value) and "configs/dynamic.yaml" in str(err.value)
+
+
+def test_on_one_center_the_center_z_ranking_is_dads():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.1, 0.9, 25)
+    epochs, dice = _history(values, 12)
+    plans = [plan_epoch(13, _settings(score=s), epoch_rng(4, 13), dice=dice, epochs=epochs, centers=["a"] * 25)
+             for s in ("dad", "dad_center_z")]  # fmt: skip
+    np.testing.assert_array_equal(plans[0].status, plans[1].status)
+    np.testing.assert_array_equal(plans[0].visits, plans[1].visits)
+    assert np.flatnonzero(plans[0].status == "dropped").tolist() == sorted(np.argsort(values)[:5].tolist())
