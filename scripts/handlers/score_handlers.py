@@ -38,6 +38,10 @@ from scripts.scores.loss import loss_sums
 from scripts.scores.vog import RunningVariance, true_class_probability_gradient
 from scripts.utils.atomic import write_json_atomic
 
+# the default transforms, built once (stateless callables; flake8-bugbear B008)
+PRED_LABEL = from_engine(["pred", "label"])
+CASE_IDS = from_engine(["case_id"])
+
 __all__ = ["ScoreTracker", "CheckpointScorer", "VolumeScorer", "PATCH_SCORES", "CHECKPOINT_SCORES", "COST_FILE"]
 
 PATCH_SCORES = ("el2n", "el2nx", "loss")
@@ -147,8 +151,8 @@ class ScoreTracker(_Timed):
         scores: Sequence[str] = PATCH_SCORES,
         loss_function: Callable | None = None,
         filename: str = "dynamics.csv",
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        output_transform: Callable = PRED_LABEL,
+        batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
     ) -> None:
         self.scores = _check(scores, PATCH_SCORES)
@@ -334,8 +338,8 @@ class VolumeScorer:
         epoch: int = 1,
         trainer: Engine | None = None,
         filename: str = "dynamics.csv",
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        output_transform: Callable = PRED_LABEL,
+        batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
     ) -> None:
         self.scores = _check(scores, self.KNOWN)
