@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 import yaml
-
 from scripts.utils.atomic import atomic_output, write_text_atomic
 
 logger = logging.getLogger("bundle.export")

@@ -90,9 +90,7 @@ def zoo_verify(
     return 0
 
 
-def main(
-    path: str, zoo: str, mode: str = "full", unit_tests: bool = False, schema_dir: str | None = None
-) -> None:
+def main(path: str, zoo: str, mode: str = "full", unit_tests: bool = False, schema_dir: str | None = None) -> None:
     dirs = (Path(schema_dir), *SCHEMA_DIRS) if schema_dir else SCHEMA_DIRS
     rc = zoo_verify(path, zoo, mode=mode, unit_tests=unit_tests, schema_dirs=dirs)
     print("Model Zoo premerge checks: " + ("PASS" if rc == 0 else f"FAIL (exit {rc})"))

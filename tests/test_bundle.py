@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from scripts.data.record import read_dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,9 +159,24 @@ def test_inference_config_repeats_the_training_values():
     """What inference.yaml repeats from train.yaml (it must stand alone) is the same, so a network
     trained with train.yaml loads into it; its inferer is training's validation window."""
     train, infer = _raw(["train.yaml"]), _raw(["inference.yaml"])
-    for key in ("bundle_root", "device", "amp", "seed", "ckpt_dir", "dataset_dir", "synthetic", "dataset_json",
-                "num_classes", "patch_size", "network_def", "network", "label_transforms", "spacing_transforms",
-                "intensity_transforms", "num_workers"):  # fmt: skip
+    for key in (
+        "bundle_root",
+        "device",
+        "amp",
+        "seed",
+        "ckpt_dir",
+        "dataset_dir",
+        "synthetic",
+        "dataset_json",
+        "num_classes",
+        "patch_size",
+        "network_def",
+        "network",
+        "label_transforms",
+        "spacing_transforms",
+        "intensity_transforms",
+        "num_workers",
+    ):
         assert infer[key] == train[key], key
     assert infer["inferer"] == train["validate#inferer"]
     # the training loaders without the label
@@ -187,11 +201,24 @@ def test_presets_apply_to_the_inference_config_alone(presets, classes, patch):
     names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
     expected = {
         (): ["LoadImaged", "EnsureChannelFirstd", "Orientationd", "NormalizeIntensityd"],
-        ("hippocampus.yaml",): ["LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd", "SpatialPadd",
-                                "RobustZScored"],
-        ("pancreas_ct.yaml",): ["LoadImaged", "EnsureChannelFirstd", "Orientationd", "Spacingd",
-                                "ScaleIntensityRanged", "CropForegroundd", "SpatialPadd"],
-    }  # fmt: skip
+        ("hippocampus.yaml",): [
+            "LoadImaged",
+            "EnsureChannelFirstd",
+            "Orientationd",
+            "Spacingd",
+            "SpatialPadd",
+            "RobustZScored",
+        ],
+        ("pancreas_ct.yaml",): [
+            "LoadImaged",
+            "EnsureChannelFirstd",
+            "Orientationd",
+            "Spacingd",
+            "ScaleIntensityRanged",
+            "CropForegroundd",
+            "SpatialPadd",
+        ],
+    }
     assert names == expected.get(tuple(presets), expected[("hippocampus.yaml",)])
 
 

@@ -18,6 +18,8 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 from monai.data import load_decathlon_datalist
+from scripts.data.record import read_dynamics
+from scripts.data.synthetic import ensure_dataset
 
 from bundle.check import (
     CheckError,
@@ -32,8 +34,6 @@ from bundle.check import (
 )
 from bundle.export import DEFAULT_NAME, bundle_version, export_bundle, upload_name
 from bundle.lint import lint_export
-from scripts.data.record import read_dynamics
-from scripts.data.synthetic import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}
@@ -216,8 +216,14 @@ def test_zoo_lint_and_hooks_find_what_they_should(tmp_path):
     (bad / "weights.bin").write_bytes(b"\0" * (2 * 1024 * 1024))
     results = {label: ok for label, ok, _ in lint_export(bad, "bad")}
     failed = {k for k, ok in results.items() if not ok}
-    assert failed == {"lint isort", "lint black", "lint flake8", "lint end-of-file-fixer", "lint pretty-format-json",
-                      "lint check-added-large-files"}  # fmt: skip
+    assert failed == {
+        "lint isort",
+        "lint black",
+        "lint flake8",
+        "lint end-of-file-fixer",
+        "lint pretty-format-json",
+        "lint check-added-large-files",
+    }
     good = tmp_path / "good"
     (good / "scripts").mkdir(parents=True)
     good_code = '"""m"""\n\nimport os\nimport sys\n\n\ndef f(x=None):\n    return x, os, sys\n'
@@ -274,16 +280,31 @@ def test_offline_checks_pass_on_the_export(exported):
         pytest.importorskip(tool)
     work, _ = exported
     source = _formatted_checkout(work / "formatted")
-    result = export_bundle(str(work / "models" / "model.pt"), out=str(work / "dist_formatted"), source=str(source),
-                           large_file_url_base=URL)  # fmt: skip
+    result = export_bundle(
+        str(work / "models" / "model.pt"), out=str(work / "dist_formatted"), source=str(source), large_file_url_base=URL
+    )
     cmd = [sys.executable, "-m", "bundle.check", result["zip"], "--name", DEFAULT_NAME]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    labels = ["zip layout", "required files", "large files", "version in changelog", "logging config",
-              "no source paths", "metadata schema", "verify_net_in_out", "ckpt_export TorchScript",
-              "check_properties", "lint isort", "lint black", "lint flake8", "lint end-of-file-fixer",
-              "lint check-added-large-files", "lint pretty-format-json"]  # fmt: skip
+    labels = [
+        "zip layout",
+        "required files",
+        "large files",
+        "version in changelog",
+        "logging config",
+        "no source paths",
+        "metadata schema",
+        "verify_net_in_out",
+        "ckpt_export TorchScript",
+        "check_properties",
+        "lint isort",
+        "lint black",
+        "lint flake8",
+        "lint end-of-file-fixer",
+        "lint check-added-large-files",
+        "lint pretty-format-json",
+    ]
     for label in labels:
         assert any(ln.startswith(f"PASS  {label}: ") for ln in lines), (label, run.stdout)
     assert "25/25 checks passed" in run.stdout and "FAIL" not in run.stdout
@@ -302,12 +323,37 @@ def unpacked(exported, tmp_path_factory):
     train = ["--config_file", "configs/train.yaml", "--dataset_dir", data, *TINY_RUN]
     store = here / "mlflow" / "mlruns.db"
     # the Zoo's form: configs/inference.yaml alone
-    _bundle(bundle, "run", "--config_file", "configs/inference.yaml", "--dataset_dir", data,
-            "--output_dir", str(here / "pred"), "--patch_size", "[16,16,16]", "--num_workers", "0")  # fmt: skip
-    trained = _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
-            "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}", "--tensorboard", "True")  # fmt: skip
-    _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5",
-            "--report", "False")  # fmt: skip
+    _bundle(
+        bundle,
+        "run",
+        "--config_file",
+        "configs/inference.yaml",
+        "--dataset_dir",
+        data,
+        "--output_dir",
+        str(here / "pred"),
+        "--patch_size",
+        "[16,16,16]",
+        "--num_workers",
+        "0",
+    )
+    trained = _bundle(
+        bundle,
+        "run",
+        "training",
+        *train,
+        "--epochs",
+        "2",
+        "--delta_t",
+        "1",
+        "--tracking",
+        "mlflow",
+        "--tracking_uri",
+        f"sqlite:///{store}",
+        "--tensorboard",
+        "True",
+    )
+    _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5", "--report", "False")
     return bundle, here, store, data, trained.stdout
 
 
