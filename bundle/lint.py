@@ -191,8 +191,12 @@ def main(fix: bool = False, bundle: str | None = None, name: str | None = None, 
     """Check (or with ``fix``, format) the checkout's scripts/ bundle/ tests/, or check an exported bundle."""
     if bundle:
         path = Path(bundle).resolve()
-        pr_test = Path(ci_test) if ci_test else path.parent / "ci" / "unit_tests" / f"test_{name or path.name}.py"
-        results = lint_export(path, name or path.name, pr_test if pr_test.is_file() else None)
+        name = name or path.name
+        # the export's dist/model_zoo_pr/ci/unit_tests/, or the ci/ beside models/ of a pull-request tree
+        found = [Path(ci_test)] if ci_test else []
+        found += [d / "ci" / "unit_tests" / f"test_{name}.py" for d in (path.parent / "model_zoo_pr", path.parents[1])]
+        test = next((f for f in found if f.is_file()), None)
+        results = lint_export(path, name, test)
     else:
         results = format_checks(ROOT, REPO_PATHS, fix=fix, in_place=True)
         if fix:

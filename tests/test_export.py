@@ -4,6 +4,7 @@ configs/inference.yaml alone, a 2-epoch stage 1 tracked to a local MLflow store,
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -309,6 +310,25 @@ def test_offline_checks_pass_on_the_export(exported):
         assert any(ln.startswith(f"PASS  {label}: ") for ln in lines), (label, run.stdout)
     assert "25/25 checks passed" in run.stdout and "FAIL" not in run.stdout
     assert "configs/inference.yaml alone" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MODEL_ZOO_DIR"), reason="needs a model-zoo checkout: MODEL_ZOO_DIR=PATH")
+def test_the_zoos_own_verify_bundle_passes_on_the_export(exported):
+    """The fetched Zoo's ci/verify_bundle.py (full mode) on the zip, through bundle.zoo_verify."""
+    _, result = exported
+    cmd = [sys.executable, "-m", "bundle.zoo_verify", result["zip"], "--zoo", os.environ["MODEL_ZOO_DIR"]]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    for line in (
+        "directory is verified correctly.",
+        "version and changelog are verified correctly.",
+        "metadata format is verified correctly.",
+        "data shape is verified correctly.",
+        "export weights into TorchScript module successfully.",
+        "Model Zoo premerge checks: PASS",
+    ):
+        assert line in run.stdout, line
 
 
 @pytest.fixture(scope="module")
