@@ -177,9 +177,7 @@ def test_metadata_check_fails_without_optional_packages_version_on_20220324(tmp_
     [(label, ok, detail)] = monai_checks(old, tmp_path / "w1", only=["metadata schema"])
     assert label == "metadata schema" and not ok
     assert "'optional_packages_version' is a required property" in detail
-    current = _export_with(tmp_path / "new", lambda b: None)
-    [(_, ok, detail)] = monai_checks(current, tmp_path / "w2", only=["metadata schema"])
-    assert ok and "meta_schema_20240725.json" in detail
+    # the current schema passing is part of test_offline_checks_pass_on_the_export
 
 
 def test_shape_and_torchscript_checks_fail_without_network_def_in_inference_yaml(tmp_path):
