@@ -1,12 +1,21 @@
 """Assemble the Model Zoo layout of this bundle from the repository and one trained model, and zip it.
 
     python -m bundle.export --model runs/pipeline/models/full_seed0/model.pt [--out dist]
-        [--name dad_pruning_segmentation] [--max_file_mb 25] [--large_file_url_base URL]
+        [--name dad_pruning_segmentation] --large_file_url_base URL [--max_file_mb 25]
 
-Writes ``<out>/<name>/`` (configs/, scripts/, docs/, LICENSE, models/model.pt, large_files.yml when a
-file is over the Zoo's 25 MB limit) and ``<out>/<name>_v<version>.zip`` that unpacks to ``<name>/``.
-Every ``configs/*.yaml|yml|json|conf`` and ``configs/presets/`` are exported, whatever they are, so a
-new workflow config travels without changes here. Then run ``python -m bundle.check <zip>``.
+Writes into ``<out>``:
+
+- ``<name>/`` (configs/, scripts/, docs/, LICENSE, models/model.pt, large_files.yml) and
+  ``<name>_v<version>.zip`` that unpacks to ``<name>/``: the bundle as users download it;
+- ``model_zoo_pr/``: what a pull request to Project-MONAI/model-zoo adds, ``models/<name>/`` (the bundle
+  less the files large_files.yml lists: over the Zoo's 1 MB pre-commit limit, they are not committed)
+  and ``ci/unit_tests/test_<name>.py`` (the Zoo's unit test of the bundle, from bundle/zoo_ci/);
+- ``upload/``: those large files under the names their large_files.yml URLs end with
+  (``<url_base>/<name>_v<version>_<path>``), to upload there; each entry carries the file's md5.
+
+Files over ``max_file_mb`` (the Zoo's 25 MB) are left out of ``<name>/`` too. Every
+``configs/*.yaml|yml|json|conf`` and ``configs/presets/`` are exported, whatever they are, so a new
+workflow config travels without changes here. Then run ``python -m bundle.check <zip>``.
 """
 
 from __future__ import annotations
@@ -23,19 +32,21 @@ from typing import Any
 
 import torch
 import yaml
-
 from scripts.utils.atomic import atomic_output, write_text_atomic
 
 logger = logging.getLogger("bundle.export")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "dad_pruning_segmentation"
 MAX_FILE_MB = 25.0  # the Model Zoo's limit per file (model-zoo CONTRIBUTING.md, "Model storage")
+LARGE_FILE_KB = 1024  # the Zoo's pre-commit check-added-large-files --maxkb: larger files go to large_files.yml
+ZOO_CI_TEST = Path(__file__).resolve().parent / "zoo_ci" / "test_dad_pruning_segmentation.py"
+PR_DIR = "model_zoo_pr"
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".conf")
 # the Zoo's conventional config names; absent ones are reported, not required
 CONVENTIONAL_CONFIGS = ("train", "inference", "evaluate", "multi_gpu_train")
 ZIP_TIME = (2022, 5, 30, 0, 0, 0)  # fixed member times, as the Zoo's compress_bundle, so zips are reproducible
 
-__all__ = ["export_bundle", "bundle_version", "load_state_dict", "zip_bundle"]
+__all__ = ["export_bundle", "bundle_version", "load_state_dict", "zip_bundle", "upload_name"]
 
 
 def bundle_version(root: str | os.PathLike = ROOT) -> str:
@@ -87,20 +98,43 @@ def _assemble(stage: Path, model: Path, source: Path) -> list[str]:
     return [f"configs/{n}.* is absent (a Zoo convention)" for n in CONVENTIONAL_CONFIGS if n not in names]
 
 
-def _move_large_files(stage: Path, max_file_mb: float, url_base: str) -> list[dict[str, str]]:
-    """Files over the size limit leave the bundle for large_files.yml (path, url, md5), as the Zoo asks."""
+def upload_name(name: str, version: str, rel: str) -> str:
+    """The file name a large file is uploaded under: ``<name>_v<version>_<path with / as _>``."""
+    return f"{name}_v{version}_{rel.replace('/', '_')}"
+
+
+def _large_files(stage: Path, upload: Path, name: str, version: str, max_file_mb: float, url_base: str) -> list[dict]:
+    """Files over the Zoo's 1 MB go to large_files.yml (path, url, md5) and to ``upload``; those over
+    ``max_file_mb`` leave the bundle."""
     large = []
     for f in sorted(p for p in stage.rglob("*") if p.is_file()):
-        if f.stat().st_size > max_file_mb * 1024 * 1024:
+        if f.stat().st_size > LARGE_FILE_KB * 1024:
             rel = f.relative_to(stage).as_posix()
-            url = url_base.rstrip("/") + "/" + f.name if url_base else ""
+            target = upload_name(name, version, rel)
+            url = url_base.rstrip("/") + "/" + target if url_base else ""
             large.append({"path": rel, "url": url, "hash_val": _md5(f), "hash_type": "md5"})
-            f.unlink()
+            upload.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, upload / target)
+            if f.stat().st_size > max_file_mb * 1024 * 1024:
+                f.unlink()
     if large:
-        text = "# upload these files and fill in `url` (model-zoo CONTRIBUTING.md, large files)\n"
+        text = "# downloaded by the Model Zoo's CI (ci/verify_bundle.py): upload each file of upload/ to its url\n"
         text += yaml.safe_dump({"large_files": large}, sort_keys=False)
         write_text_atomic(stage / "large_files.yml", text)
     return large
+
+
+def _pull_request(bundle: Path, pr_dir: Path, name: str, large: list[dict]) -> None:
+    """``pr_dir/models/<name>/`` less the large files, and ``pr_dir/ci/unit_tests/test_<name>.py``."""
+    listed = {e["path"] for e in large}
+    target = pr_dir / "models" / name
+    for f in sorted(p for p in bundle.rglob("*") if p.is_file()):
+        rel = f.relative_to(bundle).as_posix()
+        if rel not in listed:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target / rel)
+    test = ZOO_CI_TEST.read_text().replace("dad_pruning_segmentation", name)
+    write_text_atomic(pr_dir / "ci" / "unit_tests" / f"test_{name}.py", test)
 
 
 def zip_bundle(bundle_dir: str | os.PathLike, zip_path: str | os.PathLike) -> Path:
@@ -124,7 +158,8 @@ def export_bundle(
     large_file_url_base: str = "",
     source: str | None = None,
 ) -> dict[str, Any]:
-    """Export the bundle with the weights of ``model``; returns {bundle_dir, zip, version, files, notes}."""
+    """Export the bundle with the weights of ``model``; returns {bundle_dir, zip, pr_dir, version, files,
+    large_files, notes}."""
     src = Path(source).resolve() if source else ROOT
     out_dir = Path(out).resolve()
     copied = [src / d for d in ("configs", "scripts", "docs")]
@@ -133,23 +168,43 @@ def export_bundle(
     out_dir.mkdir(parents=True, exist_ok=True)
     version = bundle_version(src)
     final = out_dir / name
+    pr_final = out_dir / PR_DIR
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as tmp:
         stage = Path(tmp) / name
         notes = _assemble(stage, Path(model), src)
-        large = _move_large_files(stage, max_file_mb, large_file_url_base)
-        notes += [f"{f['path']} is over {max_file_mb} MB: listed in large_files.yml" for f in large]
-        if final.exists():
-            shutil.rmtree(final)
-        stage.rename(final)
+        large = _large_files(stage, Path(tmp) / "upload", name, version, max_file_mb, large_file_url_base)
+        for f in large:
+            where = f["url"] or "its URL (none given: pass --large_file_url_base)"
+            notes.append(f"{f['path']} in large_files.yml: upload {upload_name(name, version, f['path'])} to {where}")
+            if not (stage / f["path"]).exists():
+                notes.append(f"{f['path']} is over {max_file_mb} MB: left out of {name}/")
+        _pull_request(stage, Path(tmp) / PR_DIR, name, large)
+        (Path(tmp) / "upload").mkdir(exist_ok=True)
+        moves = ((final, stage), (pr_final, Path(tmp) / PR_DIR), (out_dir / "upload", Path(tmp) / "upload"))
+        for done, staged in moves:
+            if done.exists():
+                shutil.rmtree(done)
+            staged.rename(done)
     zip_path = zip_bundle(final, out_dir / f"{name}_v{version}.zip")
     files = {p.relative_to(final).as_posix(): p.stat().st_size for p in sorted(final.rglob("*")) if p.is_file()}
     for note in notes:
         logger.warning(note)
-    return {"bundle_dir": str(final), "zip": str(zip_path), "version": version, "files": files, "notes": notes}
+    return {
+        "bundle_dir": str(final),
+        "zip": str(zip_path),
+        "pr_dir": str(pr_final),
+        "version": version,
+        "files": files,
+        "large_files": large,
+        "notes": notes,
+    }
 
 
 def main(
-    model: str, out: str = "dist", name: str = DEFAULT_NAME, max_file_mb: float = MAX_FILE_MB,
+    model: str,
+    out: str = "dist",
+    name: str = DEFAULT_NAME,
+    max_file_mb: float = MAX_FILE_MB,
     large_file_url_base: str = "",
 ) -> None:
     """Export, then list the exported files and sizes (bytes)."""
@@ -157,6 +212,7 @@ def main(
     for rel, size in result["files"].items():
         print(f"{size:>10}  {rel}")
     print(f"{Path(result['zip']).stat().st_size:>10}  {result['zip']}")
+    print(f"{'':>10}  {result['pr_dir']}/ (models/{name}/ and ci/unit_tests/test_{name}.py for the pull request)")
     for note in result["notes"]:
         print(f"note: {note}")
 

@@ -1,5 +1,6 @@
 """The bundle as MONAI sees it: metadata, logging config, workflow properties, and a tiny real run."""
 
+import hashlib
 import json
 import logging.config
 import subprocess
@@ -8,45 +9,68 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+import torch
 from scripts.data.record import read_dynamics
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-# the keys MONAI's bundle metadata schema (meta_schema_20220324.json) requires
-REQUIRED_METADATA = [
-    "version",
-    "changelog",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "required_packages_version",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "network_data_format",
-]
-REQUIRED_TENSOR_FIELDS = ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"]
+SCHEMAS = ROOT / "bundle" / "schemas"
+# md5 of the published schema files (MONAI's own tests use these hashes; issue 14)
+PUBLISHED_MD5 = {
+    "meta_schema_20220324.json": "662135097106b71067cd1fc657f8720f",
+    "meta_schema_20240725.json": "06954cad2cc5d3784e72077ac76f0fc8",
+}
 
 
-def test_metadata_has_required_keys():
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_schema_files_are_the_published_ones():
+    for name, md5 in PUBLISHED_MD5.items():
+        assert hashlib.md5((SCHEMAS / name).read_bytes()).hexdigest() == md5, name
+
+
+def test_metadata_is_valid_against_the_schema_its_url_names():
+    import jsonschema
+
     meta = json.loads((CONFIGS / "metadata.json").read_text())
-    missing = [k for k in REQUIRED_METADATA if k not in meta]
-    assert not missing, f"metadata.json lacks {missing}"
+    schema_name = meta["schema"].rsplit("/", 1)[-1]
+    assert schema_name == "meta_schema_20240725.json"  # the current schema
+    jsonschema.validate(meta, json.loads((SCHEMAS / schema_name).read_text()))
     assert meta["version"] in meta["changelog"], "the current version needs a changelog entry"
-    fmt = meta["network_data_format"]
-    for kind, name in (("inputs", "image"), ("outputs", "pred")):
-        tensor = fmt[kind][name]
-        assert not [k for k in REQUIRED_TENSOR_FIELDS if k not in tensor], (kind, name)
+    # verify_net_in_out reads these two tensors by name
+    assert {"image"} <= set(meta["network_data_format"]["inputs"])
+    assert {"pred"} <= set(meta["network_data_format"]["outputs"])
+    # pretty-format-json (the Zoo's pre-commit hook) wants exactly this text
+    assert (CONFIGS / "metadata.json").read_text() == json.dumps(meta, indent=4) + "\n"
+
+
+def test_metadata_versions_are_the_tested_ones():
+    """monai and torch as installed and as requirements.txt pins them; every other metadata pin is
+    requirements.txt's, except numpy and matplotlib: their last releases for Python 3.10 (the Zoo's CI
+    runner), older than the pins, and the only two that differ."""
     import monai
-    import numpy
     import torch
 
-    assert meta["monai_version"] == monai.__version__
-    assert meta["numpy_version"] == numpy.__version__
-    assert meta["pytorch_version"] == torch.__version__.split("+")[0]
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    pins = _pins(ROOT / "requirements.txt")
+    assert meta["monai_version"] == monai.__version__ == pins["monai"]
+    assert meta["pytorch_version"] == torch.__version__.split("+")[0] == pins["torch"]
+    listed = {"numpy": meta["numpy_version"], **{k.lower(): v for k, v in meta["required_packages_version"].items()}}
+    assert set(listed) <= set(pins), set(listed) - set(pins)
+    differ = {k for k, v in listed.items() if v != pins[k]}
+    assert differ == {"numpy", "matplotlib"}
+    for k in differ:
+        older, newer = (tuple(int(x) for x in v.split(".")) for v in (listed[k], pins[k]))
+        assert older < newer and older[0] == newer[0], (k, listed[k], pins[k])
 
 
 def test_logging_conf_is_accepted():
@@ -64,7 +88,7 @@ def test_verify_net_in_out():
             "--meta_file",
             str(CONFIGS / "metadata.json"),
             "--config_file",
-            str(CONFIGS / "train.yaml"),
+            str(CONFIGS / "inference.yaml"),  # alone, as the Model Zoo's CI passes it
         ],
         cwd=ROOT,
         capture_output=True,
@@ -98,17 +122,19 @@ def test_train_workflow_properties(tmp_path):
 
 
 def test_infer_workflow_properties(tmp_path):
-    """The Model Zoo's inference ids (dataset, evaluator, inferer, preprocessing, postprocessing, handlers)
-    are top-level, each referenced where MONAI's InferProperties expect it."""
+    """configs/inference.yaml alone, as the Model Zoo loads it: the inference ids (dataset, evaluator,
+    inferer, preprocessing, postprocessing, handlers) are top-level, each referenced where MONAI's
+    InferProperties expect it."""
     from monai.bundle import ConfigWorkflow
 
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.yaml"), str(CONFIGS / "inference.yaml")],
+        config_file=str(CONFIGS / "inference.yaml"),
         workflow_type="infer",
         logging_file=str(CONFIGS / "logging.conf"),
+        meta_file=str(CONFIGS / "metadata.json"),
         dataset_dir=str(tmp_path / "data"),
         synthetic={"num_train": 2, "num_val": 1, "num_test": 3, "shape": [16, 16, 16]},
-        pred_dir=str(tmp_path / "pred"),
+        output_dir=str(tmp_path / "pred"),
         num_workers=0,
     )
     workflow.initialize()
@@ -118,6 +144,83 @@ def test_infer_workflow_properties(tmp_path):
     assert len(workflow.dataset) == 3 and "label" not in workflow.dataset.data[0]
     assert workflow.evaluator.inferer is workflow.inferer
     assert workflow.evaluator.data_loader.dataset is workflow.dataset
+    save = workflow.postprocessing.transforms[-1]  # SaveImaged writes the masks into output_dir
+    assert Path(save.saver.folder_layout.output_dir) == tmp_path / "pred"
+
+
+def _raw(files: list[str]):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in files])
+    return parser
+
+
+def test_inference_config_repeats_the_training_values():
+    """What inference.yaml repeats from train.yaml (it must stand alone) is the same, so a network
+    trained with train.yaml loads into it; its inferer is training's validation window."""
+    train, infer = _raw(["train.yaml"]), _raw(["inference.yaml"])
+    for key in (
+        "bundle_root",
+        "device",
+        "amp",
+        "seed",
+        "ckpt_dir",
+        "dataset_dir",
+        "synthetic",
+        "dataset_json",
+        "num_classes",
+        "patch_size",
+        "network_def",
+        "network",
+        "label_transforms",
+        "spacing_transforms",
+        "intensity_transforms",
+        "num_workers",
+    ):
+        assert infer[key] == train[key], key
+    assert infer["inferer"] == train["validate#inferer"]
+    # the training loaders without the label
+    image_only = [{**t, "keys": "image"} for t in train["train#load_transforms"]]
+    assert infer["load_transforms"] == image_only
+
+
+@pytest.mark.parametrize(
+    "presets, classes, patch",
+    [
+        ([], 2, [32, 32, 32]),
+        (["hippocampus.yaml"], 3, [32, 32, 32]),  # background, anterior, posterior
+        (["hippocampus.yaml", "hippocampus_merged.yaml"], 2, [32, 32, 32]),
+        (["pancreas_ct.yaml"], 2, [64, 64, 64]),
+    ],
+)
+def test_presets_apply_to_the_inference_config_alone(presets, classes, patch):
+    parser = _raw(["inference.yaml", *[f"presets/{p}" for p in presets]])
+    net = parser.get_parsed_content("network_def")
+    assert net.out_channels == classes and net(torch.zeros(1, 1, 16, 16, 16)).shape[1] == classes
+    assert list(parser.get_parsed_content("inferer").roi_size) == patch
+    names = [type(t).__name__ for t in parser.get_parsed_content("preprocessing").transforms]
+    expected = {
+        (): ["LoadImaged", "EnsureChannelFirstd", "Orientationd", "NormalizeIntensityd"],
+        ("hippocampus.yaml",): [
+            "LoadImaged",
+            "EnsureChannelFirstd",
+            "Orientationd",
+            "Spacingd",
+            "SpatialPadd",
+            "RobustZScored",
+        ],
+        ("pancreas_ct.yaml",): [
+            "LoadImaged",
+            "EnsureChannelFirstd",
+            "Orientationd",
+            "Spacingd",
+            "ScaleIntensityRanged",
+            "CropForegroundd",
+            "SpatialPadd",
+        ],
+    }
+    assert names == expected.get(tuple(presets), expected[("hippocampus.yaml",)])
 
 
 def _run_training(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:

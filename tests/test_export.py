@@ -1,9 +1,10 @@
-"""Model Zoo export (bundle/export.py) and its offline checks (bundle/check.py); the unpacked export
-runs on its own: inference with the exported weights, a 2-epoch stage 1 tracked to a local MLflow
-store, and pruning."""
+"""Model Zoo export (bundle/export.py), its offline checks (bundle/check.py) and the Zoo's lint
+(bundle/lint.py); the unpacked export runs on its own: inference with the exported weights and
+configs/inference.yaml alone, a 2-epoch stage 1 tracked to a local MLflow store, and pruning."""
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,15 +19,32 @@ import torch
 import yaml
 from monai.bundle import ConfigParser
 from monai.data import load_decathlon_datalist
-
-from bundle.check import check_files, check_leaks, check_sizes, check_version, leaked_paths, unpack
-from bundle.export import DEFAULT_NAME, bundle_version, export_bundle
 from scripts.data.record import read_dynamics
 from scripts.data.synthetic import ensure_dataset
+
+from bundle.check import (
+    CheckError,
+    check_files,
+    check_large_files,
+    check_leaks,
+    check_version,
+    find_schema,
+    leaked_paths,
+    monai_checks,
+    unpack,
+)
+from bundle.export import DEFAULT_NAME, bundle_version, export_bundle, upload_name
+from bundle.lint import lint_export
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_DATA = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}
 TINY_RUN = ["--patch_size", "[16,16,16]", "--num_workers", "0", "--val_interval", "1"]
+URL = "https://example.org/zoo"
+LINT_TOOLS = ("isort", "black", "flake8", "pre_commit_hooks")
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def _untrained_weights(path: Path, wrap: bool = False) -> Path:
@@ -74,14 +92,45 @@ def test_export_layout(tmp_path):
 
 def test_large_files_leave_the_bundle(tmp_path):
     model = _untrained_weights(tmp_path / "model.pt")
-    result = export_bundle(str(model), out=str(tmp_path / "dist"), max_file_mb=0.5, large_file_url_base="https://x/y")
+    result = export_bundle(str(model), out=str(tmp_path / "dist"), max_file_mb=0.5, large_file_url_base=URL + "/")
     bundle = Path(result["bundle_dir"])
-    assert not (bundle / "models" / "model.pt").exists()
+    assert not (bundle / "models" / "model.pt").exists()  # over max_file_mb: out of the bundle too
     entries = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
-    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == "https://x/y/model.pt"
-    assert entries[0]["hash_type"] == "md5" and len(entries[0]["hash_val"]) == len(hashlib.md5().hexdigest())
+    name = upload_name(DEFAULT_NAME, result["version"], "models/model.pt")
+    assert name == f"{DEFAULT_NAME}_v{result['version']}_models_model.pt"
+    assert [e["path"] for e in entries] == ["models/model.pt"] and entries[0]["url"] == f"{URL}/{name}"
+    upload = tmp_path / "dist" / "upload" / name
+    assert entries[0]["hash_type"] == "md5" and entries[0]["hash_val"] == _md5(upload)
+    assert torch.load(upload, weights_only=True).keys() == torch.load(model, weights_only=True).keys()
     assert check_files(bundle).endswith("present")  # listed in large_files.yml, so the files check passes
-    assert "models/model.pt" not in check_sizes(bundle)  # what is left is under the limit
+    assert check_large_files(bundle).startswith("1 large file(s)")
+
+
+def test_large_file_check_needs_url_and_matching_hash(tmp_path):
+    model = _untrained_weights(tmp_path / "model.pt")
+    bundle = Path(export_bundle(str(model), out=str(tmp_path / "dist"))["bundle_dir"])
+    with pytest.raises(CheckError, match="models/model.pt: no download URL"):
+        check_large_files(bundle)  # exported without --large_file_url_base
+    bundle = Path(export_bundle(str(model), out=str(tmp_path / "dist"), large_file_url_base=URL)["bundle_dir"])
+    assert check_large_files(bundle)
+    (bundle / "docs" / "big.bin").write_bytes(b"\0" * (1024 * 1024 + 1))  # 1 MB + 1 byte, not listed
+    with pytest.raises(CheckError, match=r"not in large_files.yml: \['docs/big.bin"):
+        check_large_files(bundle)
+    (bundle / "docs" / "big.bin").unlink()
+    torch.save({"other": torch.zeros(3)}, bundle / "models" / "model.pt")
+    with pytest.raises(CheckError, match="models/model.pt: its md5 differs from hash_val"):
+        check_large_files(bundle)
+
+
+def test_schema_lookup_takes_only_the_published_files(tmp_path):
+    url = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json"
+    path, origin = find_schema(url, tmp_path)
+    assert path.name == "meta_schema_20220324.json" and "662135097106b71067cd1fc657f8720f" in origin
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "meta_schema_20220324.json").write_text("{}")  # a reconstruction, not the real file
+    with pytest.raises(CheckError, match="not the published meta_schema_20220324.json"):
+        find_schema(url, tmp_path, schema_dirs=[fake])
 
 
 def test_checks_catch_leaks_and_version(tmp_path):
@@ -90,23 +139,107 @@ def test_checks_catch_leaks_and_version(tmp_path):
     check_leaks(bundle, [str(ROOT)])
     (bundle / "docs" / "notes.md").write_text(f"trained in {ROOT}/runs\n")
     assert leaked_paths(bundle, [str(ROOT)]) == [f"docs/notes.md: {ROOT}"]
-    with pytest.raises(Exception, match="source paths"):
+    with pytest.raises(CheckError, match="source paths"):
         check_leaks(bundle, [str(ROOT)])
     meta_path = bundle / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     assert check_version(bundle) == f"version {meta['version']} is in changelog"
     meta["version"] = "9.9.9"
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(Exception, match="9.9.9"):
+    with pytest.raises(CheckError, match="9.9.9"):
         check_version(bundle)
     (bundle / "LICENSE").unlink()
-    with pytest.raises(Exception, match="LICENSE"):
+    with pytest.raises(CheckError, match="LICENSE"):
         check_files(bundle)
+
+
+def _export_with(tmp_path: Path, edit) -> Path:
+    """An untrained export whose files ``edit(bundle)`` changes."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model = _untrained_weights(tmp_path / "model.pt")
+    bundle = Path(export_bundle(str(model), out=str(tmp_path / "dist"))["bundle_dir"])
+    edit(bundle)
+    return bundle
+
+
+def _set_schema(bundle: Path, name: str) -> None:
+    path = bundle / "configs" / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["schema"] = meta["schema"].rsplit("/", 1)[0] + "/" + name
+    path.write_text(json.dumps(meta, indent=4) + "\n")
+
+
+def test_metadata_check_fails_without_optional_packages_version_on_20220324(tmp_path):
+    """The 2022 schema requires optional_packages_version (the 2024 one required_packages_version, which
+    the metadata has): the check validates against the schema the metadata's URL names."""
+    assert "optional_packages_version" not in json.loads((ROOT / "configs" / "metadata.json").read_text())
+    old = _export_with(tmp_path / "old", lambda b: _set_schema(b, "meta_schema_20220324.json"))
+    [(label, ok, detail)] = monai_checks(old, tmp_path / "w1", only=["metadata schema"])
+    assert label == "metadata schema" and not ok
+    assert "'optional_packages_version' is a required property" in detail
+    # the current schema passing is part of test_offline_checks_pass_on_the_export
+
+
+def test_shape_and_torchscript_checks_fail_without_network_def_in_inference_yaml(tmp_path):
+    """The Zoo passes configs/inference.yaml alone: a network_def only train.yaml defines is not found."""
+
+    def drop_network_def(bundle: Path) -> None:
+        path = bundle / "configs" / "inference.yaml"
+        config = yaml.safe_load(path.read_text())
+        del config["network_def"]
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    bundle = _export_with(tmp_path, drop_network_def)
+    assert "network_def" in yaml.safe_load((bundle / "configs" / "train.yaml").read_text())
+    results = monai_checks(bundle, tmp_path / "w", only=["verify_net_in_out", "ckpt_export TorchScript"])
+    assert [(label, ok) for label, ok, _ in results] == [
+        ("verify_net_in_out", False),
+        ("ckpt_export TorchScript", False),
+    ]
+    assert all("network_def" in detail for _, _, detail in results)
+
+
+def test_zoo_lint_and_hooks_find_what_they_should(tmp_path):
+    """The Zoo's isort, black, flake8 (bugbear) and pre-commit hooks on a hand-made bundle: one with a
+    call in a default argument, unsorted imports, a black-unformatted line, a JSON file not in the
+    hook's format, a missing final newline and an unlisted 2 MB file; then its clean counterpart."""
+    for tool in LINT_TOOLS:
+        pytest.importorskip(tool)
+    bad = tmp_path / "bad"
+    (bad / "scripts").mkdir(parents=True)
+    bad_code = '"""m"""\nimport sys\nimport os\n\n\ndef f(x=list( )):\n    return x, os, sys\n'
+    (bad / "scripts" / "m.py").write_text(bad_code)
+    (bad / "configs").mkdir()
+    (bad / "configs" / "metadata.json").write_text('{"a": [1, 2]}\n')
+    (bad / "docs.md").write_text("no final newline")
+    (bad / "weights.bin").write_bytes(b"\0" * (2 * 1024 * 1024))
+    results = {label: ok for label, ok, _ in lint_export(bad, "bad")}
+    failed = {k for k, ok in results.items() if not ok}
+    assert failed == {
+        "lint isort",
+        "lint black",
+        "lint flake8",
+        "lint end-of-file-fixer",
+        "lint pretty-format-json",
+        "lint check-added-large-files",
+    }
+    good = tmp_path / "good"
+    (good / "scripts").mkdir(parents=True)
+    good_code = '"""m"""\n\nimport os\nimport sys\n\n\ndef f(x=None):\n    return x, os, sys\n'
+    (good / "scripts" / "m.py").write_text(good_code)
+    (good / "configs").mkdir()
+    (good / "configs" / "metadata.json").write_text(json.dumps({"a": [1, 2]}, indent=4) + "\n")
+    (good / "docs.md").write_text("a final newline\n")
+    (good / "weights.bin").write_bytes(b"\0" * (2 * 1024 * 1024))
+    (good / "large_files.yml").write_text("large_files:\n- path: weights.bin\n  url: https://x/w.bin\n")
+    results = lint_export(good, "good")
+    assert [label for label, ok, _ in results if not ok] == []
+    assert len(results) == 15  # isort, black, flake8 and the 12 hooks of the Zoo's config
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny model trained 2 epochs from the checkout, exported and zipped."""
+    """A tiny model trained 2 epochs from the checkout, exported (with a large-file URL base) and zipped."""
     work = tmp_path_factory.mktemp("export")
     ensure_dataset(work / "data", **TINY_DATA)
     _bundle(
@@ -127,31 +260,75 @@ def exported(tmp_path_factory):
         "1",
         *TINY_RUN,
     )
-    result = export_bundle(str(work / "models" / "model.pt"), out=str(work / "dist"))
+    result = export_bundle(str(work / "models" / "model.pt"), out=str(work / "dist"), large_file_url_base=URL)
     return work, result
+
+
+def _formatted_checkout(dest: Path) -> Path:
+    """A copy of the checkout after `python -m bundle.lint --fix` (what the lead runs once after merging)."""
+    for d in ("configs", "scripts", "docs", "bundle", "tests"):
+        shutil.copytree(ROOT / d, dest / d, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(ROOT / "LICENSE", dest / "LICENSE")
+    fix = subprocess.run([sys.executable, "-m", "bundle.lint", "--fix"], cwd=dest, capture_output=True, text=True)
+    assert fix.returncode == 0, fix.stdout + fix.stderr  # nothing left for flake8 once formatted
+    return dest
 
 
 @pytest.mark.slow
 def test_offline_checks_pass_on_the_export(exported):
-    _, result = exported
+    """Every check, the Zoo's lint and hooks included, on the export of the formatted checkout."""
+    for tool in LINT_TOOLS:
+        pytest.importorskip(tool)
+    work, _ = exported
+    source = _formatted_checkout(work / "formatted")
+    result = export_bundle(
+        str(work / "models" / "model.pt"), out=str(work / "dist_formatted"), source=str(source), large_file_url_base=URL
+    )
     cmd = [sys.executable, "-m", "bundle.check", result["zip"], "--name", DEFAULT_NAME]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    for label in (
+    labels = [
         "zip layout",
         "required files",
-        "file sizes",
-        "metadata schema",
+        "large files",
         "version in changelog",
         "logging config",
         "no source paths",
+        "metadata schema",
         "verify_net_in_out",
         "ckpt_export TorchScript",
-        "check_properties train+infer",
-    ):
+        "check_properties",
+        "lint isort",
+        "lint black",
+        "lint flake8",
+        "lint end-of-file-fixer",
+        "lint check-added-large-files",
+        "lint pretty-format-json",
+    ]
+    for label in labels:
         assert any(ln.startswith(f"PASS  {label}: ") for ln in lines), (label, run.stdout)
-    assert "10/10 checks passed" in run.stdout and "FAIL" not in run.stdout
+    assert "25/25 checks passed" in run.stdout and "FAIL" not in run.stdout
+    assert "configs/inference.yaml alone" in run.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MODEL_ZOO_DIR"), reason="needs a model-zoo checkout: MODEL_ZOO_DIR=PATH")
+def test_the_zoos_own_verify_bundle_passes_on_the_export(exported):
+    """The fetched Zoo's ci/verify_bundle.py (full mode) on the zip, through bundle.zoo_verify."""
+    _, result = exported
+    cmd = [sys.executable, "-m", "bundle.zoo_verify", result["zip"], "--zoo", os.environ["MODEL_ZOO_DIR"]]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    for line in (
+        "directory is verified correctly.",
+        "version and changelog are verified correctly.",
+        "metadata format is verified correctly.",
+        "data shape is verified correctly.",
+        "export weights into TorchScript module successfully.",
+        "Model Zoo premerge checks: PASS",
+    ):
+        assert line in run.stdout, line
 
 
 @pytest.fixture(scope="module")
@@ -165,13 +342,38 @@ def unpacked(exported, tmp_path_factory):
     data = str(work / "data")
     train = ["--config_file", "configs/train.yaml", "--dataset_dir", data, *TINY_RUN]
     store = here / "mlflow" / "mlruns.db"
-    _bundle(bundle, "run", "inference", "--config_file", "['configs/train.yaml','configs/inference.yaml']",
-            "--dataset_dir", data, "--pred_dir", str(here / "pred"), "--patch_size", "[16,16,16]",
-            "--num_workers", "0")  # fmt: skip
-    trained = _bundle(bundle, "run", "training", *train, "--epochs", "2", "--delta_t", "1",
-            "--tracking", "mlflow", "--tracking_uri", f"sqlite:///{store}", "--tensorboard", "True")  # fmt: skip
-    _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5",
-            "--report", "False")  # fmt: skip
+    # the Zoo's form: configs/inference.yaml alone
+    _bundle(
+        bundle,
+        "run",
+        "--config_file",
+        "configs/inference.yaml",
+        "--dataset_dir",
+        data,
+        "--output_dir",
+        str(here / "pred"),
+        "--patch_size",
+        "[16,16,16]",
+        "--num_workers",
+        "0",
+    )
+    trained = _bundle(
+        bundle,
+        "run",
+        "training",
+        *train,
+        "--epochs",
+        "2",
+        "--delta_t",
+        "1",
+        "--tracking",
+        "mlflow",
+        "--tracking_uri",
+        f"sqlite:///{store}",
+        "--tensorboard",
+        "True",
+    )
+    _bundle(bundle, "run", "pruning", "--config_file", "configs/prune.yaml", "--prune_rate", "0.5", "--report", "False")
     return bundle, here, store, data, trained.stdout
 
 

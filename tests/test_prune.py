@@ -87,7 +87,7 @@ def _files(path):
     ],
 )
 def test_bad_settings_write_nothing(tmp_path, dataset, kwargs, message):
-    run, ids = _stage1(tmp_path, dataset, {c: 0.5 for c in load_ids(dataset)})
+    run, ids = _stage1(tmp_path, dataset, dict.fromkeys(load_ids(dataset), 0.5))
     out = tmp_path / "prune"
     with pytest.raises(ValueError, match=message):
         run_pruning(run, out, **{"rate": 0.3, "report": False, **kwargs})

@@ -250,7 +250,7 @@ def test_hippocampus_stage1_end_to_end(task04, tmp_path):
         (images / f"{case}.nii.gz").symlink_to(task04 / "imagesTr" / f"{case}.nii.gz")
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "inference",
-        "--config_file", f"['{TRAIN}','{HIPPO}','{CONFIGS / 'inference.yaml'}']",
+        "--config_file", f"['{CONFIGS / 'inference.yaml'}','{HIPPO}']",  # the preset after inference.yaml
         "--bundle_root", str(ROOT), "--dataset_dir", str(task04), "--output_dir", str(tmp_path / "out"),
         "--ckpt_dir", str(tmp_path / "models"), "--input", str(images), "--pred_dir", str(tmp_path / "pred"),
         "--num_workers", "0",

@@ -23,6 +23,10 @@ from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord
 
+# the default transforms, built once (stateless callables; flake8-bugbear B008)
+PRED_LABEL = from_engine(["pred", "label"])
+CASE_IDS = from_engine(["case_id"])
+
 __all__ = ["DADTracker", "MODES"]
 
 MODES = ("patches", "volumes")
@@ -78,8 +82,8 @@ class DADTracker:
         mode: str = "patches",
         evaluator: Engine | None = None,
         interval: int = 1,
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        output_transform: Callable = PRED_LABEL,
+        batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
     ) -> None:
         if mode not in MODES:

@@ -40,6 +40,9 @@ from scripts.handlers.resume import ResumeCheckpoint
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
 
+# the default transform, built once (a stateless callable; flake8-bugbear B008)
+PRED_LABEL = from_engine(["pred", "label"])
+
 __all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget"]
 
 COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
@@ -199,7 +202,7 @@ class DynamicPruning:
         device: Any = "cpu",
         amp: bool = False,
         record_path: str | os.PathLike | None = None,
-        output_transform: Callable = from_engine(["pred", "label"]),
+        output_transform: Callable = PRED_LABEL,
         batch_transform: Callable | None = None,
         save_rank: int = 0,
     ) -> None:

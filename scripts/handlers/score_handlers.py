@@ -41,6 +41,10 @@ from scripts.scores.loss import loss_sums
 from scripts.scores.vog import RunningVariance, real_box, true_class_logit_gradient
 from scripts.utils.atomic import write_json_atomic
 
+# the default transforms, built once (stateless callables; flake8-bugbear B008)
+PRED_LABEL = from_engine(["pred", "label"])
+CASE_IDS = from_engine(["case_id"])
+
 __all__ = [
     "ScoreTracker", "CheckpointScorer", "VolumeScorer", "ScoreState", "PATCH_SCORES", "CHECKPOINT_SCORES", "COST_FILE"
 ]  # fmt: skip
@@ -152,8 +156,8 @@ class ScoreTracker(_Timed):
         scores: Sequence[str] = PATCH_SCORES,
         loss_function: Callable | None = None,
         filename: str = "dynamics.csv",
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        output_transform: Callable = PRED_LABEL,
+        batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
     ) -> None:
         self.scores = _check(scores, PATCH_SCORES)
@@ -397,8 +401,8 @@ class VolumeScorer:
         epoch: int = 1,
         trainer: Engine | None = None,
         filename: str = "dynamics.csv",
-        output_transform: Callable = from_engine(["pred", "label"]),
-        batch_transform: Callable = from_engine(["case_id"]),
+        output_transform: Callable = PRED_LABEL,
+        batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
         mask_transform: Callable | None = None,
     ) -> None:
