@@ -169,16 +169,15 @@ def test_inference_config_repeats_the_training_values():
         "dataset_dir",
         "synthetic",
         "dataset_json",
-        "num_classes",
         "patch_size",
         "network_def",
         "network",
         "label_transforms",
-        "spacing_transforms",
-        "intensity_transforms",
         "num_workers",
     ):
         assert infer[key] == train[key], key
+    # classes, resampling and normalisation are planned from the data in training; inference takes them
+    # from a run's plan.json (test_inference_follows_a_stage1_plan) or, by default, the embedded set's
     assert infer["inferer"] == train["validate#inferer"]
     # the training loaders without the label
     image_only = [{**t, "keys": "image"} for t in train["train#load_transforms"]]
@@ -299,3 +298,53 @@ def test_training_end_to_end_volumes(tmp_path):
     assert set(table["source"]) == {"volumes"}
     assert np.all(table["n_items"] == 1)  # each whole volume once
     assert len(table["case_id"]) == 6
+
+
+def _infer_parser(**overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(ROOT)
+    for k, v in overrides.items():
+        parser[k] = v
+    return parser
+
+
+def test_inference_defaults_are_the_embedded_sets_plan():
+    # the embedded set's plan (tests/test_plan.py): 2 classes, no resampling or padding, a z-score per image
+    parser = _infer_parser()
+    assert parser.get_parsed_content("num_classes") == 2
+    assert parser.get_parsed_content("spacing_transforms") == []
+    (norm,) = parser.get_parsed_content("intensity_transforms")
+    assert type(norm).__name__ == "NormalizeIntensityd" and norm.normalizer.nonzero is False
+
+
+def test_inference_follows_a_stage1_plan(tmp_path):
+    from scripts.data.plan import intensity_transforms, spacing_transforms, write_plan
+    from scripts.utils.errors import InputError
+
+    plan = {
+        "spacing": {"resample": True, "target": [1.5, 1.5, 2.0]},
+        "padding": {"pad_to_patch": True, "patch_size": [32, 32, 32]},
+        "normalization": {"kind": "zscore", "nonzero": True},
+    }
+    write_plan(tmp_path / "run", plan, 3, spacing_transforms(plan), intensity_transforms(plan))
+    parser = _infer_parser(plan_json=str(tmp_path / "run" / "plan.json"))
+    assert parser.get_parsed_content("num_classes") == 3
+    assert parser.get_parsed_content("network_def").out_channels == 3
+    spacing, pad = parser.get_parsed_content("spacing_transforms")
+    assert type(spacing).__name__ == "Spacingd" and list(spacing.spacing_transform.pixdim) == [1.5, 1.5, 2.0]
+    assert type(pad).__name__ == "SpatialPadd" and list(pad.padder.spatial_size) == [32, 32, 32]
+    (norm,) = parser.get_parsed_content("intensity_transforms")
+    assert norm.normalizer.nonzero is True
+    # a run whose preset won over its plan: inference refuses the plan and names the fix
+    write_plan(tmp_path / "preset_run", plan, 3, [], intensity_transforms(plan))
+    parser = _infer_parser(plan_json=str(tmp_path / "preset_run" / "plan.json"))
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content("spacing_transforms")
+    chain, e = [], err.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    assert any(isinstance(x, InputError) and "merge the same preset" in str(x) for x in chain)

@@ -32,6 +32,7 @@ import numpy as np
 
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.atomic import write_json_atomic
+from scripts.utils.errors import InputError
 
 __all__ = [
     "classes_of",
@@ -207,3 +208,44 @@ def write_plan(
     text = json.dumps(plan, ensure_ascii=False)
     logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {path}")
     return Path(path)
+
+
+def read_used_plan(plan_json: str | os.PathLike | None) -> dict[str, Any] | None:
+    """A stage-1 run's ``plan.json`` (for inference to preprocess as training did), or None when not given."""
+    if plan_json is None or str(plan_json) in ("", "None", "null"):
+        return None
+    path = Path(plan_json)
+    if not path.is_file():
+        raise InputError(f"plan_json {path} not found; fix: pass a stage-1 run's <output_dir>/plan.json")
+    content = json.loads(path.read_text())
+    if "plan" not in content or "used" not in content:
+        raise InputError(f"{path} is not a stage-1 plan.json (no 'plan'/'used'); fix: pass <output_dir>/plan.json")
+    used, planned = content["used"], content["plan"]
+    rebuilt = json.loads(json.dumps({"spacing_transforms": describe(spacing_transforms(planned)),
+                                     "intensity_transforms": describe(intensity_transforms(planned))}))  # fmt: skip
+    if any(rebuilt[k] != used.get(k) for k in rebuilt):
+        raise InputError(
+            f"{path}: that run did not use its plan's preprocessing (a preset or an override won); fix: merge "
+            "the same preset after configs/inference.yaml instead of --plan_json"
+        )
+    return content
+
+
+def planned_classes(plan_json: str | os.PathLike | None, default: int) -> int:
+    """The classes a stage-1 run trained with (its plan.json's ``used``), else ``default``."""
+    content = read_used_plan(plan_json)
+    return default if content is None else int(content["used"]["num_classes"])
+
+
+def planned_spacing(plan_json: str | os.PathLike | None) -> list:
+    """The resampling and padding a stage-1 run's plan chose, else none (the embedded set's)."""
+    content = read_used_plan(plan_json)
+    return [] if content is None else spacing_transforms(content["plan"])
+
+
+def planned_intensity(plan_json: str | os.PathLike | None) -> list:
+    """The normalisation a stage-1 run's plan chose, else a z-score per image (the embedded set's)."""
+    from monai.transforms import NormalizeIntensityd
+
+    content = read_used_plan(plan_json)
+    return [NormalizeIntensityd(keys="image")] if content is None else intensity_transforms(content["plan"])
