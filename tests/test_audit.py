@@ -53,6 +53,12 @@ def test_fold_datalists_train_on_the_other_folds_and_hold_out_one():
         assert [d["case_id"] for d in train["validation"]] == held_ids
         held_all += held_ids
     assert sorted(held_all) == sorted(IDS)  # every case held out exactly once
+    # the source list's labels and modality go with both lists (the runs plan their classes from them)
+    meta = {"labels": {"0": "background", "1": "organ"}, "modality": {"0": "MRI"}, "training": "not this"}
+    train, held = fold_datalists(entries, folds, 0, meta=meta)
+    for part in (train, held):
+        assert part["labels"] == meta["labels"] and part["modality"] == meta["modality"]
+    assert [d["case_id"] for d in train["training"]] == [c for c, f in zip(IDS, folds) if f != 0]
 
 
 def _fold_record(ids, dice_tp):

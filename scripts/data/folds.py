@@ -40,14 +40,17 @@ def assign_folds(case_ids: Sequence[str], k: int, seed: int = 0, groups: Sequenc
 
 
 def fold_datalists(
-    entries: Sequence[Mapping], folds: Sequence[int], fold: int, name: str = "audit"
+    entries: Sequence[Mapping], folds: Sequence[int], fold: int, name: str = "audit",
+    meta: Mapping | None = None,
 ) -> tuple[dict, dict]:
     """(training list, held-out list) of one fold, both Decathlon data lists.
 
     The training list trains on every other fold and validates on the held-out fold (it has no test list:
     the audit trains with ``test_fraction 0``, so no case is carved away); the held-out list holds that
-    fold's cases as its training list, for the scoring workflow to score.
+    fold's cases as its training list, for the scoring workflow to score. ``meta``: the source data list's
+    description the runs read (``labels``, ``modality``), copied into both.
     """
+    meta = {k: v for k, v in (meta or {}).items() if k in ("labels", "modality")}
     folds = np.asarray(folds)
     if len(folds) != len(entries):
         raise ValueError(f"{len(folds)} folds for {len(entries)} cases")
@@ -59,6 +62,7 @@ def fold_datalists(
         "name": f"{name}: fold {fold} training",
         "description": f"trains on the {len(rest)} cases outside fold {fold}; validates on its {len(held)} cases",
         "tensorImageSize": "3D",
+        **meta,
         "numTraining": len(rest),
         "training": rest,
         "validation": held,
@@ -67,6 +71,7 @@ def fold_datalists(
         "name": f"{name}: fold {fold} held out",
         "description": f"the {len(held)} cases of fold {fold}, scored by the model trained without them",
         "tensorImageSize": "3D",
+        **meta,
         "numTraining": len(held),
         "training": held,
     }

@@ -161,11 +161,12 @@ def run_audit(
         ("case_id", "center", "list", "fold"),
         [[c["case_id"], c.get("center", ""), c["list"], str(int(f))] for c, f in zip(cases, assignment)],
     )
+    source = json.loads(Path(dataset_json).read_text())  # its labels and modality go with every fold's list
     cost: dict[str, list[float]] = {"training_wall_s": [], "scoring_wall_s": []}
     records, checkpoints = [], []
     for k in range(int(folds)):
         fold_dir = out / f"fold{k}"
-        train, heldout = fold_datalists(cases, assignment, k, name=Path(dataset_json).parent.name)
+        train, heldout = fold_datalists(cases, assignment, k, name=Path(dataset_json).parent.name, meta=source)
         write_json_atomic(fold_dir / "datalist.json", train)
         write_json_atomic(fold_dir / "heldout.json", heldout)
         commands = fold_commands(fold_dir, config_files, overrides, launcher)
