@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.stats import rankdata
-
 from scripts.core.detection import precision_at_k
 from scripts.data.folds import assign_folds, fold_datalists
 from scripts.data.record import DynamicsRecord, read_dynamics

@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
-
 from scripts.data.checks import DataError, check_dataset
 from scripts.data.lists import ensure_splits
 from scripts.data.synthetic import generate_dataset

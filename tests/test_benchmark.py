@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts.data.record import DynamicsRecord
 from scripts.experiments.benchmark import (
     format_table,
@@ -51,8 +50,17 @@ def _dice(overall):
 def test_format_table_full_first_and_difference_against_random():
     rows = (
         [{"arm": "random", "keep": 0.5, "seed": s, "test_dice": _dice(0.80 + 0.01 * s)} for s in (0, 1)]
-        + [{"arm": "dad:ambiguous", "keep": 0.5, "seed": s, "test_dice": _dice(0.83 + 0.01 * s), "window_end": 30,
-            "noise": "retraining"} for s in (0, 1)]
+        + [
+            {
+                "arm": "dad:ambiguous",
+                "keep": 0.5,
+                "seed": s,
+                "test_dice": _dice(0.83 + 0.01 * s),
+                "window_end": 30,
+                "noise": "retraining",
+            }
+            for s in (0, 1)
+        ]
         + [{"arm": "full", "keep": 1.0, "seed": 0, "test_dice": _dice(0.9)}]
     )
     lines = format_table(rows).splitlines()

@@ -8,13 +8,12 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.data import DistributedSampler as MonaiDistributedSampler
-from torch.utils.data import DistributedSampler
-
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamics import foreground_counts
 from scripts.data.distributed import padding_case_ids, padding_indices
 from scripts.data.record import DynamicsRecord
 from scripts.handlers import DADTracker
+from torch.utils.data import DistributedSampler
 
 
 @pytest.mark.parametrize("n, ranks", [(5, 2), (7, 3), (6, 4), (3, 4), (6, 2)])
@@ -96,7 +95,6 @@ def test_gpu_check_device_accumulation_runs_on_cpu():
 
 def test_metatensor_outputs_are_counted_as_plain_tensors():
     from monai.data import MetaTensor
-
     from scripts.handlers.dad_tracker import _as_batch
 
     # decollated MetaTensor items that carry transform history, as MONAI's trainer returns them

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts.data.record import DynamicsRecord
 from scripts.experiments.dynamic_benchmark import format_cost_table, run_dynamic_benchmark
 

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import torch
 from monai.data import Dataset
-
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics

@@ -8,9 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from torch.utils.data import DistributedSampler
-
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, latest_values, phase_of, plan_epoch, split_for_rank
+from torch.utils.data import DistributedSampler
 
 # ten cases with a fixed DAD: case 0 the hardest ... case 9 the easiest
 DAD = np.array([0.05, 0.10, 0.50, 0.55, 0.60, 0.65, 0.80, 0.85, 0.90, 0.95])

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.core.dynamics import (
     case_dice,
     foreground_counts,

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 from scripts.core.detection import auprc, auroc
 from scripts.data.record import DynamicsRecord
 from scripts.workflows.fault_detection import detection_rows, run_fault_detection, scores_at

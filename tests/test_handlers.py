@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
-
 from scripts.data.record import DynamicsRecord, read_dynamics
 from scripts.handlers import DADTracker, MovingDistanceHandler
 

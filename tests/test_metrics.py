@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from scripts.core.metrics import CaseDice, class_dice_of_onehot
 from scripts.workflows.evaluate import summarize_by_center
 

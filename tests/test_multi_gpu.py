@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts.data.record import read_dynamics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,6 @@
 """The pipeline's dynamic arm: its cost is its own case visits and whole wall time over the full run's."""
 
 import pytest
-
 from scripts.workflows.pipeline import add_costs, format_table, planned_stages
 
 

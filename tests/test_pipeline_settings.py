@@ -1,7 +1,6 @@
 """The pipeline's handling of user overrides (no training)."""
 
 import pytest
-
 from scripts.workflows.pipeline import check_overrides, retrain_overrides, run_pipeline
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import yaml
 from monai.bundle import ConfigWorkflow
-
 from scripts.data.checks import DataError, scan_dataset
 from scripts.data.plan import classes_of, intensity_transforms, make_plan, plan_from_stats, spacing_transforms
 from scripts.data.synthetic import generate_dataset
@@ -102,8 +101,11 @@ def test_embedded_set_plan_is_train_yamls_former_defaults(tmp_path):
     saved = json.loads((tmp_path / "out" / "plan.json").read_text())
     assert saved["plan"]["spacing"] == {"target": [1.0, 1.0, 1.0], "resample": False, "min": [1.0, 1.0, 1.0],
                                         "max": [1.0, 1.0, 1.0]}  # fmt: skip
-    assert saved["used"] == {"num_classes": 2, "spacing_transforms": [],
-                             "intensity_transforms": [{"transform": "NormalizeIntensityd", "nonzero": False}]}
+    assert saved["used"] == {
+        "num_classes": 2,
+        "spacing_transforms": [],
+        "intensity_transforms": [{"transform": "NormalizeIntensityd", "nonzero": False}],
+    }
 
 
 def test_an_override_wins_and_plan_json_says_what_was_used(tmp_path):

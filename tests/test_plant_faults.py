@@ -6,7 +6,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-
 from scripts.experiments.plant_faults import KINDS, SEVERITIES, plan_faults, plant_fault, plant_faults
 
 

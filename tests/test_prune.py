@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
-
 from scripts.data.record import DynamicsRecord
 from scripts.data.subset import choose_window, export_subset, select_subset
 from scripts.data.synthetic import generate_dataset
@@ -152,7 +151,6 @@ def test_as_bool_rejects_garbage():
 
 def test_subset_exported_when_the_stop_rule_fires(tmp_path, dataset):
     from ignite.engine import Engine, Events
-
     from scripts.handlers import MovingDistanceHandler, SubsetExportHandler
 
     ids = load_ids(dataset)
@@ -196,7 +194,6 @@ def test_retraining_reads_the_epochs_stage1_trained(tmp_path, dataset):
     """Stage 1 stopped at epoch 4 (say, by the stop rule); the retraining's budget follows from 4, not from
     a number in retrain.yaml: 10 cases, 6 kept (p = 0.4) -> round(4 * 10 / 6) = 7 epochs."""
     from monai.bundle import ConfigParser
-
     from scripts.data.subset import record_epochs, stage1_epochs_of
 
     train_ids = [d["case_id"] for d in load_decathlon_datalist(dataset, data_list_key="training")]

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
-
 from scripts.data.record import DynamicsRecord
 from scripts.data.synthetic import generate_dataset
 from scripts.workflows.prune import run_pruning

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-
 from scripts.data.record import read_dynamics
 from scripts.data.synthetic import generate_dataset
 
@@ -72,7 +71,6 @@ def _load(task04: Path, case: str):
 
 def test_load_decathlon_datalist(task04):
     from monai.data import load_decathlon_datalist
-
     from scripts.data.lists import load_datalist
 
     entries = load_decathlon_datalist(task04 / "dataset.json", is_segmentation=True, data_list_key="training")

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.data.record import DynamicsRecord, read_dynamics
 
 
@@ -10,14 +9,7 @@ def test_pooling_missing_and_round_trip(tmp_path):
     record = DynamicsRecord(["a", "b", "c"], ["x", "x", "y"], num_classes=3)
     # a: two crops, class 1 counts (1,2,2)+(3,4,4) -> 2*4/12; class 2 never present -> missing
     # b: one crop, class 1 empty in both, class 2 (0,1,0) -> a false positive: Dice 0
-    counts = np.array(
-        [
-            [[1, 0], [2, 0], [2, 0]],
-            [[3, 0], [4, 0], [4, 0]],
-            [[0, 0], [0, 1], [0, 0]],
-        ],
-        dtype=float,
-    )
+    counts = np.array([[[1, 0], [2, 0], [2, 0]], [[3, 0], [4, 0], [4, 0]], [[0, 0], [0, 1], [0, 0]]], dtype=float)
     record.add_epoch(1, "patches", ["a", "a", "b"], counts)
     epochs, dice = record.dice_matrix()
     assert list(epochs) == [1]

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.data.record import BASE_FIELDS, DynamicsRecord, read_dynamics
 
 

@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from monai.bundle import ConfigWorkflow
-
 from scripts.data.checks import DataError, DataWarning, scan_dataset
 from scripts.data.lists import image_list
 from scripts.data.preflight import check_run, check_writable

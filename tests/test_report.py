@@ -12,7 +12,6 @@ import fire
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-
 from scripts.data.synthetic import generate_dataset
 from scripts.report import make_report
 from scripts.report.figures import robust_window, target_slice

@@ -97,7 +97,6 @@ def test_sigkill_then_resume_keeps_one_row_per_case_and_epoch(tmp_path):
 
 def test_restore_keeps_epochs_up_to_the_checkpoint_and_refuses_another_runs_record(tmp_path):
     import numpy as np
-
     from scripts.data.record import DynamicsRecord
 
     saved = DynamicsRecord(["a", "b"], ["x", "x"], 2)

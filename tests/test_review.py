@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from monai.networks.nets import UNet
-
 from scripts.report.review import disagreement_slices, outline, plot_review, suspected_problem
 from scripts.workflows.review import apply_review, make_review, read_verdicts
 

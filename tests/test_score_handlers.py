@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine
-
 from scripts.data.record import DynamicsRecord, read_dynamics
 from scripts.handlers.score_handlers import CheckpointScorer, ScoreTracker, VolumeScorer
 
@@ -55,11 +54,7 @@ def test_checkpoint_scorer_vog_over_two_checkpoints(tmp_path):
         net.weight.zero_()
         net.bias.zero_()
     loader = [
-        {
-            "image": torch.zeros(1, 1, 1, 1, 2),
-            "label": torch.tensor([1, 0]).reshape(1, 1, 1, 1, 2),
-            "case_id": ["a"],
-        }
+        {"image": torch.zeros(1, 1, 1, 1, 2), "label": torch.tensor([1, 0]).reshape(1, 1, 1, 1, 2), "case_id": ["a"]}
     ]
     record = DynamicsRecord(["a"], ["x"], num_classes=2)
     slopes = {1: 2.0, 2: 6.0}  # the "training" sets w1 per epoch; input gradients (w1, w0) = (slope, 0) (test_scores)
@@ -158,7 +153,6 @@ def _scored_twice(tmp_path, item, seed=0):
 def test_padding_a_case_leaves_its_checkpoint_scores_unchanged(tmp_path):
     from monai.data import MetaTensor
     from monai.transforms import SpatialPadd
-
     from scripts.data.transforms import PaddingMaskd
 
     gen = torch.Generator().manual_seed(1)

@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from scripts.scores import SCORES, ease, hardness
 from scripts.scores.center_norm import robust_center_zscore
 from scripts.scores.el2n import el2n, el2n_sums, el2nx, pooled_mean, voxel_error_norm

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from monai.networks.nets import UNet
-
 from scripts.data.lists import labelled_cases
 from scripts.data.record import read_dynamics
 from scripts.data.synthetic import generate_dataset

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from scripts.core.selection import drop_counts, group_drops, num_dropped, ranks, regions
 from scripts.core.strategies import select
 

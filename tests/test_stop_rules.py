@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from scripts.core.dynamics import moving_distance, stop_index, window_stats
 from scripts.core.stop_rules import (
     fired_window,

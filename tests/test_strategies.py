@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
 from scripts.core.strategies import STRATEGIES, ccs_keep, select, select_by_score
 
 
@@ -70,7 +69,6 @@ def test_a_selection_says_what_it_did_with_missing_scores(caplog):
     import logging
 
     import numpy as np
-
     from scripts.core.strategies import select_by_score
 
     # EL2Nx of two empty labels is NaN: "hard" keeps them as the hardest, and says so

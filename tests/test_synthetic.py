@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from monai.data import load_decathlon_datalist
-
 from scripts.data import synthetic
 from scripts.data.synthetic import (
     FAULT_KINDS,
@@ -205,10 +204,7 @@ def _find_shift(clean: np.ndarray, shifted: np.ndarray) -> tuple[int, ...] | Non
 def test_each_fault_kind_does_what_it_says(small: Path) -> None:
     shape, seed = SMALL["shape"], SMALL["seed"]
     for row in _faults(small):
-        index, center = (
-            _index(row["case_id"]),
-            int(row["center"].removeprefix("center")),
-        )
+        index, center = (_index(row["case_id"]), int(row["center"].removeprefix("center")))
         clean = render_clean_label(seed, index, center, shape)
         label = _load(small / "labelsTr" / f"{row['case_id']}.nii.gz")
         kind = row["kind"]
@@ -390,20 +386,8 @@ def test_morphology_helpers() -> None:
 
 def test_cli(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "scripts.data.synthetic",
-        "--out_dir",
-        str(out),
-        "--num_train",
-        "3",
-    ]
+    cmd = [sys.executable, "-m", "scripts.data.synthetic", "--out_dir", str(out), "--num_train", "3"]
     cmd += ["--num_val", "1", "--num_test", "1", "--shape", "16,16,16"]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == str(out / "dataset.json")
-    assert json.loads((out / "dataset.json").read_text())["generator"]["shape"] == [
-        16,
-        16,
-        16,
-    ]
+    assert json.loads((out / "dataset.json").read_text())["generator"]["shape"] == [16, 16, 16]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from monai.bundle import ConfigWorkflow
-
 from scripts.data.synthetic import generate_dataset
 from scripts.workflows.pipeline import user_paths
 

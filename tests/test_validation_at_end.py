@@ -1,7 +1,6 @@
 """The last epoch is always validated (so model.pt exists), also when the stop rule ends the run early."""
 
 from ignite.engine import Engine, Events
-
 from scripts.handlers.validation import ValidateAtEnd
 
 

@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
 from scripts.core.dynamics import window_stats
 from scripts.scores.center_norm import robust_center_zscore
 

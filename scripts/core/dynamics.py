@@ -113,11 +113,7 @@ def window_stats(dice: np.ndarray, epochs: Sequence[int], start: int, end: int) 
 
 
 def moving_distance(
-    dad_prev: np.ndarray,
-    var_prev: np.ndarray,
-    dad: np.ndarray,
-    var: np.ndarray,
-    signed: bool = False,
+    dad_prev: np.ndarray, var_prev: np.ndarray, dad: np.ndarray, var: np.ndarray, signed: bool = False
 ) -> float:
     """How far all cases moved on the data map between two consecutive windows.
 

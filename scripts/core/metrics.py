@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
-
 from scripts.core.dynamics import case_dice, pooled_dice
 
 __all__ = ["CaseDice", "class_dice_of_onehot"]

@@ -13,15 +13,23 @@ from fractions import Fraction
 
 import numpy as np
 
-__all__ = ["check_rate", "num_dropped", "drop_counts", "group_drops", "hardest_first", "per_group", "ranks", "regions",
-           "band_regions"]
+__all__ = [
+    "check_rate",
+    "num_dropped",
+    "drop_counts",
+    "group_drops",
+    "hardest_first",
+    "per_group",
+    "ranks",
+    "regions",
+    "band_regions",
+]
 
 
 def check_rate(rate: float) -> float:
     if not 0 < rate < 1:
         raise ValueError(f"prune rate must be in (0, 1), got {rate}")
     return float(rate)
-
 
 
 def _exact(rate: float) -> Fraction:
@@ -136,5 +144,3 @@ def regions(scores: np.ndarray, rate: float, groups: Sequence[str] | None = None
     the same ``seed`` (ties included)."""
     rng = np.random.default_rng(seed)
     return per_group(scores, rate, groups, lambda s, n_drop: band_regions(s, n_drop, rng))
-
-

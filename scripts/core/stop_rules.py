@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from scripts.core.dynamics import moving_distance, window_stats
 
 __all__ = [
@@ -44,12 +43,7 @@ def half_epochs(epochs: Sequence[int], start: int, end: int) -> int:
 
 
 def split_half_floor(
-    dice: np.ndarray,
-    epochs: Sequence[int],
-    start: int,
-    end: int,
-    signed: bool = False,
-    variability: bool = True,
+    dice: np.ndarray, epochs: Sequence[int], start: int, end: int, signed: bool = False, variability: bool = True
 ) -> float:
     """Noise floor of L for the window (start, end]: L between its two halves, divided by √2.
 
@@ -141,12 +135,7 @@ RULES = ("distance", "overlap", "noise", "rank")
 
 
 def window_curve(
-    epochs: np.ndarray,
-    dice: np.ndarray,
-    last_epoch: int,
-    delta_t: int,
-    overlap_rate: float = 0.3,
-    signed: bool = False,
+    epochs: np.ndarray, dice: np.ndarray, last_epoch: int, delta_t: int, overlap_rate: float = 0.3, signed: bool = False
 ) -> list[dict[str, Any]]:
     """Every complete window of ``delta_t`` epochs up to ``last_epoch``: its measured cases and noise
     floor, and against the previous window L (both forms), the Jaccard overlap of the subsets the

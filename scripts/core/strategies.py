@@ -20,7 +20,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
 from scripts.core.selection import band_regions, check_rate, hardest_first, num_dropped, per_group
 from scripts.scores import SCORES, ease
 
@@ -126,6 +125,7 @@ def missing_note(strategy: str, n_missing: int, n_kept: int, n: int) -> str:
         f"{n_missing} of {n} cases have no score (NaN; docs/scores.md says what that means per score); they "
         f"count as the hardest, so the {strategy!r} strategy kept {n_kept} and dropped {n_missing - n_kept} of them"
     )
+
 
 CCS_BETA = 0.1
 CCS_STRATA = 50

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.combine import spatial_shape
 from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
@@ -158,10 +157,15 @@ def _check_case(
             f"--network_def#in_channels {channels} if every image has {channels}"
         )
     if spatial != spatial_shape(label.shape) or label.ndim > 3 and int(np.prod(label.shape[3:])) != 1:
-        return problems + [
-            f"case {case}: image shape {tuple(image.shape)} != label shape {tuple(label.shape)} "
-            f"({entry['image']}, {entry['label']}); fix: the label must be drawn on the image's voxel grid"
-        ], [], None
+        return (
+            problems
+            + [
+                f"case {case}: image shape {tuple(image.shape)} != label shape {tuple(label.shape)} "
+                f"({entry['image']}, {entry['label']}); fix: the label must be drawn on the image's voxel grid"
+            ],
+            [],
+            None,
+        )
     if not np.allclose(img.affine, lab.affine, atol=AFFINE_ATOL, rtol=1e-4):
         codes = "".join(nib.aff2axcodes(img.affine)), "".join(nib.aff2axcodes(lab.affine))
         problems.append(

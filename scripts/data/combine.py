@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.case_ids import case_id_of
 from scripts.utils.atomic import write_json_atomic
 
@@ -440,11 +439,7 @@ def _dirs(value: str | os.PathLike | list) -> list[Path]:
 
 
 def make_datalist(
-    images_dir: str | list[str],
-    labels_dir: str | list[str],
-    out: str,
-    pattern: str = "*.nii.gz",
-    strict: bool = True,
+    images_dir: str | list[str], labels_dir: str | list[str], out: str, pattern: str = "*.nii.gz", strict: bool = True
 ) -> str:
     """Pair images and labels by the last number in their file names into a datalist JSON.
 

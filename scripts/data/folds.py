@@ -40,8 +40,7 @@ def assign_folds(case_ids: Sequence[str], k: int, seed: int = 0, groups: Sequenc
 
 
 def fold_datalists(
-    entries: Sequence[Mapping], folds: Sequence[int], fold: int, name: str = "audit",
-    meta: Mapping | None = None,
+    entries: Sequence[Mapping], folds: Sequence[int], fold: int, name: str = "audit", meta: Mapping | None = None
 ) -> tuple[dict, dict]:
     """(training list, held-out list) of one fold, both Decathlon data lists.
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 from monai.data import load_decathlon_datalist
-
 from scripts.data.case_ids import case_id_of
 from scripts.utils.errors import InputError
 
@@ -56,7 +55,6 @@ def load_datalist(
 def _unusable(path: str, in_channels: int) -> str | None:
     """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels), or None."""
     import nibabel as nib
-
     from scripts.data.combine import spatial_shape
 
     try:
@@ -104,9 +102,7 @@ def image_list(source: str | os.PathLike, key: str = "test", in_channels: int = 
 
 
 def labelled_cases(
-    dataset_json: str | os.PathLike,
-    lists: str | Sequence[str] = AUDIT_LISTS,
-    limit: int | None = None,
+    dataset_json: str | os.PathLike, lists: str | Sequence[str] = AUDIT_LISTS, limit: int | None = None
 ) -> list[dict]:
     """Every labelled case of the named lists of a data list, in list order, each tagged with the list it
     came from (``entry["list"]``): what an audit scores. Entries without a label (MSD's test images) are

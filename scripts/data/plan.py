@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.atomic import write_json_atomic
 from scripts.utils.errors import InputError

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.errors import InputError
 

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-
 from scripts.core.dynamics import case_dice, pooled_dice
 from scripts.data.checks import DataError
 from scripts.utils.atomic import write_csv_atomic

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.core.dynamics import window_stats
 from scripts.core.selection import ranks, regions
 from scripts.core.strategies import check_settings, select

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-
 from scripts.utils.atomic import atomic_output, write_text_atomic
 
 __all__ = [
@@ -41,13 +40,7 @@ __all__ = [
     "translate_mask",
 ]
 
-FAULT_KINDS: tuple[str, ...] = (
-    "shifted",
-    "eroded",
-    "dilated",
-    "missing",
-    "wrong_structure",
-)
+FAULT_KINDS: tuple[str, ...] = ("shifted", "eroded", "dilated", "missing", "wrong_structure")
 DATASET_JSON = "dataset.json"
 FAULTS_CSV = "faults.csv"
 MIN_SIDE = 16
@@ -329,10 +322,7 @@ def apply_fault(target: np.ndarray, distractor: np.ndarray, kind: str, rng: np.r
 
 
 def _plan_faults(
-    train_indices: Sequence[int],
-    centers: Sequence[int],
-    fault_fraction: float,
-    seed: int,
+    train_indices: Sequence[int], centers: Sequence[int], fault_fraction: float, seed: int
 ) -> dict[int, str]:
     """Pick round(fraction * n) training cases spread over centers; cycle the kinds."""
     num_faults = round(fault_fraction * len(train_indices))
@@ -434,12 +424,7 @@ def generate_dataset(
             case = render_case(seed, index, center, shape3)
             if index in faults:
                 kind = faults[index]
-                label = apply_fault(
-                    case.target,
-                    case.distractor,
-                    kind,
-                    np.random.default_rng([seed, index, 1]),
-                )
+                label = apply_fault(case.target, case.distractor, kind, np.random.default_rng([seed, index, 1]))
                 fault_rows.append((cid, f"center{center}", kind))
             else:
                 label = case.target.astype(np.uint8)

@@ -29,7 +29,6 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import HandlersTimeProfiler
 from monai.bundle import ConfigWorkflow
-
 from scripts.data.record import DynamicsRecord
 from scripts.handlers import DADTracker
 from scripts.utils.atomic import write_json_atomic

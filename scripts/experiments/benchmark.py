@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.core.dynamics import window_stats
 from scripts.core.selection import ranks, regions
 from scripts.core.strategies import select_by_score
@@ -56,11 +55,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("benchmark")
-DEFAULT_ARMS = (
-    *(f"{name}:{spec.strategy}" for name, spec in SCORES.items()),
-    "dad:ccs",
-    "random",
-)
+DEFAULT_ARMS = (*(f"{name}:{spec.strategy}" for name, spec in SCORES.items()), "dad:ccs", "random")
 Runner = Callable[[str, Sequence[str], Mapping[str, Any], Path], float]
 NOISE_RETRAIN = "retraining"  # one stage 1 for every seed: the interval covers the retrainings only
 NOISE_BOTH = "stage 1 + retraining"  # a stage 1 per seed

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_text_atomic
 

@@ -18,7 +18,6 @@ from typing import Any
 import fire
 import torch
 from ignite.engine import Engine, Events
-
 from scripts.data.record import DynamicsRecord
 from scripts.experiments.bench_overhead import run_bench
 from scripts.handlers import DADTracker

@@ -19,7 +19,6 @@ from typing import Any
 
 import fire
 import numpy as np
-
 from scripts.data.lists import load_datalist
 from scripts.data.synthetic import ensure_dataset
 from scripts.utils.atomic import write_json_atomic, write_text_atomic

@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from scripts.data.synthetic import binary_dilate, binary_erode, translate_mask
 
 __all__ = ["KINDS", "SEVERITIES", "plant_fault", "plan_faults", "plant_faults"]
@@ -113,7 +112,6 @@ def plant_faults(
 ) -> list[dict[str, str]]:
     """Plant faults on the training cases of a Decathlon data list; returns the manifest rows."""
     import nibabel as nib
-
     from scripts.data.lists import load_datalist
     from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import fire
 import numpy as np
-
 from scripts.core.dynamics import jaccard, window_stats
 from scripts.core.stop_rules import fired_window, spearman, window_curve
 from scripts.core.strategies import select

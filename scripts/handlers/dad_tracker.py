@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
-
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord
@@ -170,5 +169,3 @@ class DADTracker:
             f"epoch {epoch}/{engine.state.max_epochs}: {loss_text}mean DAD {mean:.4f} "
             f"({self.mode} Dice of {measured.size}/{latest.size} cases)"
         )
-
-

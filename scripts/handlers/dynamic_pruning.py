@@ -31,14 +31,13 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader
 from monai.engines.utils import IterationEvents
 from monai.handlers import from_engine
-from torch.utils.data import DistributedSampler, Subset
-
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
 from scripts.data.record import DynamicsRecord
 from scripts.handlers.resume import ResumeCheckpoint
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
+from torch.utils.data import DistributedSampler, Subset
 
 # the default transform, built once (a stateless callable; flake8-bugbear B008)
 PRED_LABEL = from_engine(["pred", "label"])

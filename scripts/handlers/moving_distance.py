@@ -14,7 +14,6 @@ from typing import Any
 import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine, Events
-
 from scripts.core.stop_rules import RULES, fired_window, window_curve
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
@@ -219,9 +218,11 @@ class MovingDistanceHandler:
             "fired": fired,
             "prune_epoch": self.prune_epoch,
             "last_window_end": last_epoch,
-            "note": f"{what} at epoch {self.prune_epoch}"
-            if fired
-            else f"the stop rule has not fired by epoch {last_epoch}: {why_not}",
+            "note": (
+                f"{what} at epoch {self.prune_epoch}"
+                if fired
+                else f"the stop rule has not fired by epoch {last_epoch}: {why_not}"
+            ),
         }
 
 
@@ -231,5 +232,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if np.isnan(value) else f"{value:.8g}"
     return str(value)
-
-

@@ -19,7 +19,6 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import atomic_output
 from scripts.utils.flags import as_bool

@@ -30,7 +30,6 @@ import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
 from monai.utils import evenly_divisible_all_gather, string_list_all_gather
-
 from scripts.core.dynamics import foreground_counts
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-
 from scripts.core.strategies import check_settings
 from scripts.data.record import DynamicsRecord
 from scripts.data.subset import export_subset, select_subset

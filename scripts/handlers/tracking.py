@@ -22,7 +22,6 @@ import numpy as np
 from ignite.engine import Engine, Events
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-
 from scripts.core.dynamics import window_bounds, window_stats
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import atomic_output

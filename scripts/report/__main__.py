@@ -1,5 +1,4 @@
 import fire
-
 from scripts.report import make_report
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
-
 from scripts.report.inputs import REGIONS, center_table, fmt, montage_picks, natural_key
 from scripts.utils.atomic import atomic_output
 
@@ -27,12 +26,7 @@ __all__ = [
     "target_slice",
 ]
 
-REGION_COLORS: dict[str, str] = {
-    "hard": "#d62728",
-    "ambiguous": "#1f77b4",
-    "easy": "#2ca02c",
-    "unassigned": "#7f7f7f",
-}
+REGION_COLORS: dict[str, str] = {"hard": "#d62728", "ambiguous": "#1f77b4", "easy": "#2ca02c", "unassigned": "#7f7f7f"}
 
 CENTER_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
@@ -415,11 +409,7 @@ def _montage_panel(ax, entry: Mapping | None, row: Mapping, fault: str | None) -
 
 
 def plot_montage(
-    rows: Sequence[Mapping],
-    datalist: Mapping[str, Mapping],
-    faults: Mapping[str, str],
-    n: int,
-    path: Path,
+    rows: Sequence[Mapping], datalist: Mapping[str, Mapping], faults: Mapping[str, str], n: int, path: Path
 ) -> Path:
     easiest, hardest = montage_picks(rows, n)
     by_id = {r["case_id"]: r for r in rows}
@@ -437,8 +427,7 @@ def plot_montage(
             if c_idx == 0:
                 ax.set_ylabel(name, fontsize=10, fontweight="bold")
     fig.suptitle(
-        "Easiest and hardest cases: slice with the most label voxels (last axis), label outline in yellow",
-        fontsize=11,
+        "Easiest and hardest cases: slice with the most label voxels (last axis), label outline in yellow", fontsize=11
     )
     fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, top=0.86, bottom=0.02, wspace=0.08, hspace=0.3)
     return _save_png(fig, path)

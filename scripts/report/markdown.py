@@ -278,4 +278,3 @@ def make_report(
     }
     text = _markdown(title, rows, faults, stop_rule, figures, skipped, notes, inputs)
     return write_text_atomic(out / "report.md", text)
-

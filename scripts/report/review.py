@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
 from scripts.report.figures import _save_png, robust_window
 
 __all__ = [

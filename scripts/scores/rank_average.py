@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-
 from scripts.core.stop_rules import rank_data
 
 __all__ = ["rank_average"]

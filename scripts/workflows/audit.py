@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.folds import assign_folds, fold_datalists
 from scripts.data.lists import AUDIT_LISTS, labelled_cases
 from scripts.data.record import DynamicsRecord

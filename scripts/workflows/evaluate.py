@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.core.dynamics import case_dice as mean_over_classes
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 

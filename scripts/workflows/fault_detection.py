@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.core.detection import auprc, auroc
 from scripts.core.dynamics import window_stats
 from scripts.data.record import DynamicsRecord

@@ -24,7 +24,6 @@ from typing import Any
 
 import fire
 import numpy as np
-
 from scripts.core.strategies import check_settings
 from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
@@ -118,7 +117,7 @@ def check_pipeline(
     if budget not in BUDGETS:
         raise InputError(f"--budget {budget!r}: use one of {BUDGETS}")
     if not seeds:
-        raise InputError("--seeds is empty; fix: e.g. --seeds \"[0,1,2]\"")
+        raise InputError('--seeds is empty; fix: e.g. --seeds "[0,1,2]"')
     settings = stage_settings(train_cfg, overrides)
     if len(settings) == 3:
         try:
@@ -449,7 +448,9 @@ def format_table(results: Mapping[str, Any]) -> str:
                 "dad": f"DAD {results['strategy']}",
                 "random": "random",
                 "dynamic": "dynamic (one training)",
-            }[arm],  # fmt: skip
+            }[
+                arm
+            ],  # fmt: skip
             str(rs[0]["train_cases"]),
             stat([r["epochs"] for r in rs], ".0f"),
             stat([r.get("train_s", r["wall_s"]) for r in rs], ".0f"),

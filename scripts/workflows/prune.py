@@ -121,5 +121,3 @@ def run_pruning(
             datalist_json=dataset_json,
         )
     return summary
-
-

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.data.lists import AUDIT_LISTS, load_datalist
 from scripts.report.review import plot_review, suspected_problem
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.core.detection import auprc, auroc, precision_at_k
 from scripts.data.lists import AUDIT_LISTS, labelled_cases
 from scripts.data.record import DynamicsRecord
