@@ -170,3 +170,10 @@ def test_fold_trainings_run_under_a_launcher_with_the_multi_gpu_config(tmp_path)
     assert train[train.index("--epochs") + 1] == "3" and train[train.index("--test_fraction") + 1] == "0"
     assert score[score.index("--checkpoint") + 1] == str(tmp_path / "fold0" / "models" / "checkpoint_final.pt")
     assert "multi_gpu_train.yaml" not in score[score.index("--config_file") + 1]  # scoring: one process
+
+
+def test_the_report_title_names_each_model_once_with_its_epochs():
+    from scripts.workflows.scoring import scored_by
+
+    assert scored_by(["f1.pt", "f0.pt", "f1.pt"], [20, 20, 20]) == "f0.pt (20 epochs); f1.pt (20 epochs)"
+    assert scored_by(["m.pt"], [None]) == "m.pt (unknown epochs)"

@@ -46,4 +46,7 @@ def test_stage1_scores_then_scoring_workflow(tmp_path):
     assert list(scored["source"]) == ["volumes"] * 10 and set(scored["epoch"]) == {1}
     assert ((scored["cleanlab"] >= 0) & (scored["cleanlab"] <= 1)).all()
     assert (out / "prune" / "selection.csv").is_file() and (out / "prune" / "report" / "report.md").is_file()
+    # the audit report names the model that scored the cases and the epochs it was trained
+    title = (out / "prune" / "report" / "report.md").read_text().splitlines()[0]
+    assert title.startswith("# Label audit of ") and f"scored by {models}/model.pt (" in title
     assert "| el2nx |" in (out / "fault_detection.md").read_text()

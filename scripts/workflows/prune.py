@@ -82,10 +82,12 @@ def run_pruning(
     report: bool = True,
     faults_csv: str | os.PathLike | None = None,
     score: str = "dad",
+    report_title: str = "DAD audit report",
 ) -> dict[str, Any]:
     """The prune workflow over a stage-1 run's output dir; returns the summary it writes. ``score``: rank
     by this score instead of DAD (``strategy`` None: the score's prescribed strategy). The report's fault
-    audit reads ``faults_csv`` (default: ``faults.csv`` beside the data list, when there is one)."""
+    audit reads ``faults_csv`` (default: ``faults.csv`` beside the data list, when there is one);
+    ``report_title`` heads it (the scoring workflow names its models and their epochs there)."""
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; known: {sorted(SCORES)} (--score)")
     check_settings(rate, strategy or SCORES[score].strategy)
@@ -119,5 +121,6 @@ def run_pruning(
             stop_rule_json=rule_path if rule_path.is_file() else None,
             faults_csv=faults if faults.is_file() else None,
             datalist_json=dataset_json,
+            title=report_title,
         )
     return summary

@@ -187,6 +187,12 @@ def _retrainable_subset(subset_json: Path, cases: Sequence[Mapping[str, Any]], d
     write_json_atomic(subset_json, subset)
 
 
+def scored_by(models: Sequence[str], model_epochs: Sequence[int | None]) -> str:
+    """Which models (and their training epochs) scored the cases, for the report's title."""
+    pairs = sorted({(str(m), e) for m, e in zip(models, model_epochs)}, key=lambda p: p[0])
+    return "; ".join(f"{m} ({e if e is not None else 'unknown'} epochs)" for m, e in pairs)
+
+
 def finish_audit(
     output_dir: str | os.PathLike,
     cases: Sequence[Mapping[str, Any]],
@@ -257,6 +263,7 @@ def finish_audit(
         stratify=stratify,
         report=report,
         faults_csv=faults if faults.is_file() else None,
+        report_title=f"Label audit of {len(ids)} cases, scored by {scored_by(models, model_epochs)}",
     )
     _retrainable_subset(out / "prune" / "subset_datalist.json", cases, dataset_json)
     scores = case_scores(record, epoch)
