@@ -391,3 +391,32 @@ def test_cli(tmp_path: Path) -> None:
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=120)
     assert result.stdout.strip() == str(out / "dataset.json")
     assert json.loads((out / "dataset.json").read_text())["generator"]["shape"] == [16, 16, 16]
+
+
+def _ensure_together(out: str, barrier, results) -> None:
+    from scripts.data.synthetic import ensure_dataset
+
+    barrier.wait()  # every process asks at the same moment, as torchrun's ranks do
+    try:
+        results.put(ensure_dataset(out, num_train=24, num_val=2, num_test=2, num_centers=2, shape=(24, 24, 24)))
+    except Exception as e:  # the parent asserts on it
+        results.put(f"error: {e}")
+
+
+def test_processes_starting_together_share_one_generation(tmp_path):
+    # the ranks of a torchrun all call ensure_dataset on a folder that does not exist yet: without the
+    # lock, a second rank found the first one's half-written folder and refused it as a user's folder
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = str(tmp_path / "data" / "synthetic")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_ensure_together, args=(out, barrier, results)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    assert got == [str(Path(out) / "dataset.json")] * 3
+    content = json.loads(Path(out, "dataset.json").read_text())
+    assert len(content["training"]) == 24 and all(Path(out, d["image"]).is_file() for d in content["training"])

@@ -469,19 +469,28 @@ def generate_dataset(
 
 def ensure_dataset(dataset_dir: str | Path, **kwargs) -> str:
     """Return dataset_dir/dataset.json as an absolute path (a relative ``dataset_dir`` is taken from the
-    working directory); generate the synthetic set only if absent."""
+    working directory); generate the synthetic set only if absent. Processes that start together (the
+    ranks of a torchrun) take turns on a lock file beside the folder, so one generates and the others
+    find its dataset.json."""
+    import fcntl
+
     json_path = Path(os.path.abspath(dataset_dir)) / DATASET_JSON
     if json_path.is_file():
         return str(json_path)
-    if json_path.parent.is_dir() and any(json_path.parent.iterdir()):  # a user's folder: never write into it
-        from scripts.utils.errors import InputError
+    json_path.parent.parent.mkdir(parents=True, exist_ok=True)
+    with open(json_path.parent.parent / f".{json_path.parent.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if json_path.is_file():  # another process generated it while this one waited
+            return str(json_path)
+        if json_path.parent.is_dir() and any(json_path.parent.iterdir()):  # a user's folder: never write into it
+            from scripts.utils.errors import InputError
 
-        raise InputError(
-            f"--dataset_dir {json_path.parent}: no {DATASET_JSON} in this folder (and it is not empty, so the "
-            "embedded synthetic set is not generated there); fix: add a Decathlon dataset.json (`python -m "
-            "scripts.data.combine datalist` makes one from imagesTr/labelsTr), or give --dataset_json FILE"
-        )
-    return str(generate_dataset(dataset_dir, **kwargs))
+            raise InputError(
+                f"--dataset_dir {json_path.parent}: no {DATASET_JSON} in this folder (and it is not empty, so the "
+                "embedded synthetic set is not generated there); fix: add a Decathlon dataset.json (`python -m "
+                "scripts.data.combine datalist` makes one from imagesTr/labelsTr), or give --dataset_json FILE"
+            )
+        return str(generate_dataset(dataset_dir, **kwargs))
 
 
 if __name__ == "__main__":
