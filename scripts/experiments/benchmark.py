@@ -31,15 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scripts.core.dynamics import window_stats
-from scripts.core.selection import ranks, regions
-from scripts.core.strategies import select_by_score
 from scripts.data.record import DynamicsRecord
 from scripts.data.subset import Selection, choose_window, export_subset, read_run_info
-from scripts.scores import SCORES, ease
+from scripts.scores import SCORES
 from scripts.utils.atomic import write_text_atomic
 from scripts.utils.errors import InputError, install_hook
-from scripts.workflows.fault_detection import scores_at
+from scripts.workflows.prune import select_by_recorded_score
 
 __all__ = [
     "DEFAULT_ARMS",
@@ -100,27 +97,11 @@ def arm_window(
 def make_subset(
     record: DynamicsRecord, end_epoch: int, delta_t: int, arm: str, rate: float, seed: int, stratify: bool = False
 ) -> Selection:
-    """The selection of one arm at prune ``rate``: ranks and regions by the arm's score (oriented as DAD)."""
+    """The selection of one arm at prune ``rate``: the prune workflow's selection by the arm's score."""
     score, strategy = parse_arm(arm)
-    table = scores_at(record, end_epoch, delta_t)
-    if score not in table:
-        raise ValueError(f"the stage-1 record has no {score!r} scores (enable score_patches / score_checkpoints)")
-    values = table[score]
-    oriented = ease(values, score)
-    kept = select_by_score(values, score, rate, strategy, seed, record.centers if stratify else None)
-    epochs, dice = record.dice_matrix()
-    dad, variability = window_stats(dice, epochs, end_epoch - delta_t, end_epoch)
-    return Selection(
-        case_ids=list(record.case_ids),
-        centers=list(record.centers),
-        dad=dad,
-        variability=variability,
-        region=regions(oriented, rate, seed=seed),
-        rank=ranks(oriented, seed=seed),
-        kept=kept,
-        settings={"arm": arm, "score": score, "strategy": strategy, "rate": rate, "seed": seed, "stratify": stratify,
-                  "window": [end_epoch - delta_t + 1, end_epoch], "delta_t": delta_t},
-    )  # fmt: skip
+    selection = select_by_recorded_score(record, end_epoch, delta_t, score, rate, strategy, seed, stratify)
+    selection.settings = {"arm": arm, **selection.settings}
+    return selection
 
 
 def prune_rate(kept: float) -> float:
