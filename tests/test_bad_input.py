@@ -12,14 +12,8 @@ import pytest
 from monai.bundle import ConfigWorkflow
 from scripts.data.checks import DataError, check_dataset
 from scripts.data.lists import ensure_splits
-from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("clean"), num_train=6, num_val=2, num_test=2, shape=(16, 16, 16))
 
 
 @pytest.fixture

@@ -20,16 +20,10 @@ from scripts.data.checks import DataError, DataWarning, scan_dataset
 from scripts.data.lists import image_list
 from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import DynamicsRecord, read_dynamics
-from scripts.data.synthetic import generate_dataset
 from scripts.utils.errors import InputError, input_error_in
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 1, "delta_t": 1, "val_interval": 1, "num_workers": 0}
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("clean"), num_train=6, num_val=2, num_test=2, shape=(16, 16, 16))
 
 
 @pytest.fixture
