@@ -9,6 +9,9 @@ Plain functions over arrays, as in ``scripts.core.dynamics``.
   independent estimates of the same data map when nothing moves, so their distance, scaled, is the L
   that noise alone gives between two whole windows.
 - ``noise_stop_index``: the first window pair whose L is within ``factor`` x that floor.
+- ``movers_share``: the share of cases whose own DAD moved beyond its noise between two windows. L is a
+  sum over cases, so a slow-learning minority can still be moving while L is near its floor; the noise
+  rule's guard (``max_movers``) waits until few cases do.
 - ``spearman``: the rank correlation of two windows' DAD; ``threshold_stop_index`` fires when it (or the
   Jaccard overlap of the kept subsets) reaches a threshold.
 """
@@ -16,6 +19,7 @@ Plain functions over arrays, as in ``scripts.core.dynamics``.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,9 @@ __all__ = [
     "split_half_floor",
     "half_epochs",
     "noise_stop_index",
+    "movers_share",
+    "moving_cases",
+    "MOVER_Z",
     "spearman",
     "threshold_stop_index",
     "rank_data",
@@ -82,14 +89,73 @@ def _distance(prev: tuple[np.ndarray, np.ndarray], cur: tuple[np.ndarray, np.nda
     return moving_distance(prev[0], np.zeros_like(prev[1]), cur[0], np.zeros_like(cur[1]), signed=signed)
 
 
-def noise_stop_index(distances: Sequence[float], floors: Sequence[float], factor: float = 1.0) -> int | None:
+# |z| beyond which a case counts as moving: a 0.3% two-sided tail for a normal z (about 1% for the
+# t with the 18 degrees of freedom of two 10-epoch windows), so on a settled map ~1% of cases "move"
+MOVER_Z = 3.0
+
+
+def moving_cases(
+    dice: np.ndarray, epochs: Sequence[int], prev: tuple[int, int], cur: tuple[int, int], z: float = MOVER_Z
+) -> np.ndarray:
+    """Per case: 1.0 when its DAD moved by more than ``z`` standard errors between windows ``prev`` and
+    ``cur``, 0.0 when not, NaN when it has fewer than 2 measured epochs in either window.
+
+    Each case's own epochs give its standard error: |Δμ_i| / sqrt(s²_prev/n_prev + s²_cur/n_cur), with s²
+    the sample variance of its Dice inside each window (Welch's t). On a settled map this is a t-statistic
+    and about 1% of cases pass ``z`` = 3; a case still learning has a trend that noise does not explain.
+    A case whose Dice is constant in both windows moves when the two constants differ.
+    """
+    epochs = np.asarray(epochs)
+    dice = np.asarray(dice, dtype=np.float64)
+
+    def stats(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        window = dice[:, (epochs > bounds[0]) & (epochs <= bounds[1])]
+        n = np.sum(~np.isnan(window), axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # rows with < 2 values: NaN, left out below
+            return np.nanmean(window, axis=1), np.nanvar(window, axis=1, ddof=1), n
+
+    (m0, v0, n0), (m1, v1, n1) = stats(prev), stats(cur)
+    usable = (n0 >= 2) & (n1 >= 2)
+    move = np.abs(m1 - m0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(v0 / np.maximum(n0, 1) + v1 / np.maximum(n1, 1))
+        moving = np.where(se > 0, move > z * se, move > 0).astype(np.float64)
+    return np.where(usable, moving, np.nan)
+
+
+def movers_share(
+    dice: np.ndarray, epochs: Sequence[int], prev: tuple[int, int], cur: tuple[int, int], z: float = MOVER_Z
+) -> float:
+    """Share of the cases ``moving_cases`` can judge that moved beyond their noise; NaN when it can judge none."""
+    moving = moving_cases(dice, epochs, prev, cur, z)
+    judged = ~np.isnan(moving)
+    return float(np.mean(moving[judged])) if judged.any() else float("nan")
+
+
+def noise_stop_index(
+    distances: Sequence[float],
+    floors: Sequence[float],
+    factor: float = 1.0,
+    movers: Sequence[float] | None = None,
+    max_movers: float | None = None,
+) -> int | None:
     """Index of the first L that is <= ``factor`` x its noise floor: the data map moves no more than noise
-    would make it move. Undefined values (NaN) never fire. None when the rule has not fired."""
+    would make it move. With ``max_movers`` the pair must also have at most that share of cases moving
+    beyond their own noise (``movers``, see ``movers_share``): a slow minority keeps the rule waiting.
+    Undefined values (NaN) never fire. None when the rule has not fired."""
     if factor <= 0:
         raise ValueError(f"noise factor must be > 0, got {factor}")
+    if max_movers is not None and not 0 <= max_movers <= 1:
+        raise ValueError(f"max_movers must be a share in [0, 1], got {max_movers}")
+    if max_movers is not None and movers is None:
+        raise ValueError("max_movers needs the movers share of every window pair")
     for k, (value, floor) in enumerate(zip(distances, floors)):
-        if not (np.isnan(value) or np.isnan(floor)) and value <= factor * floor:
-            return k
+        if np.isnan(value) or np.isnan(floor) or value > factor * floor:
+            continue
+        if max_movers is not None and not movers[k] <= max_movers:  # NaN never passes
+            continue
+        return k
     return None
 
 
@@ -143,7 +209,8 @@ def window_curve(
 
     The noise rule compares ``noise_distance`` with ``noise_floor``: L and the split-half floor, or,
     when a half of either window holds a single recorded epoch (its σ is 0, see ``split_half_floor``),
-    the mean term of both alone (``noise_terms`` says which).
+    the mean term of both alone (``noise_terms`` says which). ``movers`` is the pair's
+    ``movers_share`` (the noise rule's optional guard).
 
     Args:
         epochs, dice: ``DynamicsRecord.dice_matrix()``: epochs (n_epochs,), Dice (n_cases, n_epochs).
@@ -179,6 +246,7 @@ def window_curve(
             empty = measured == 0 or rows[-1]["measured"] == 0
             row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
             row["spearman"] = spearman(prev[0], stats[0])
+            row["movers"] = movers_share(dice, epochs, (start - delta_t, start), (start, end))
         rows.append(row)
         prev, prev_kept = stats, kept
     largest = -np.inf
@@ -196,11 +264,12 @@ def fired_window(
     overlap_threshold: float = 0.9,
     noise_factor: float = 1.0,
     rank_threshold: float = 0.95,
+    max_movers: float | None = None,
 ) -> int | None:
     """Index into ``rows[1:]`` (the window pairs) where ``rule`` fires, or None:
     "distance" (the paper's: L <= stop_fraction x its maximum so far), "overlap" (kept subsets' Jaccard
     >= overlap_threshold), "noise" (L <= noise_factor x the split-half noise floor, like with like, see
-    ``window_curve``),
+    ``window_curve``; with ``max_movers``, also at most that share of cases moving beyond their noise),
     "rank" (Spearman of consecutive windows' DAD >= rank_threshold)."""
     from scripts.core.dynamics import stop_index
 
@@ -210,7 +279,9 @@ def fired_window(
     if rule == "overlap":
         return threshold_stop_index([r["kept_jaccard"] for r in pairs], overlap_threshold)
     if rule == "noise":
-        return noise_stop_index([r["noise_distance"] for r in pairs], [r["noise_floor"] for r in pairs], noise_factor)
+        distances, floors = [r["noise_distance"] for r in pairs], [r["noise_floor"] for r in pairs]
+        movers = [r.get("movers", float("nan")) for r in pairs]
+        return noise_stop_index(distances, floors, noise_factor, movers, max_movers)
     if rule == "rank":
         return threshold_stop_index([r["spearman"] for r in pairs], rank_threshold)
     raise ValueError(f"unknown stop rule {rule!r}; expected one of {RULES}")

@@ -36,6 +36,7 @@ CURVE_FIELDS = (
     "noise_floor",
     "noise_distance",
     "noise_terms",
+    "movers",
     "kept_jaccard",
     "spearman",
     "stop",
@@ -70,6 +71,9 @@ class MovingDistanceHandler:
         overlap_threshold: the Jaccard index the overlap rule needs.
         overlap_rate: the prune rate of the subsets compared by the overlap rule.
         noise_factor: the noise rule fires when L <= this x the split-half noise floor.
+        noise_max_movers: the noise rule's guard against a slow minority: it also needs at most this share
+            of cases whose own DAD moved beyond 3 standard errors between the windows (curve column
+            ``movers``); None: no guard, L against the floor alone.
         rank_threshold: the rank rule fires when consecutive windows' DAD correlate (Spearman) this much.
         measure_interval: epochs between measurements ("volumes" mode's ``dad_interval``, else 1); it
             must divide ``delta_t`` so every window holds the same number of measured epochs (a window
@@ -89,6 +93,7 @@ class MovingDistanceHandler:
         overlap_rate: float = 0.3,
         noise_factor: float = 1.0,
         rank_threshold: float = 0.95,
+        noise_max_movers: float | None = None,
         curve_filename: str = "moving_distance.csv",
         summary_filename: str = "stop_rule.json",
         save_rank: int = 0,
@@ -112,6 +117,8 @@ class MovingDistanceHandler:
             raise ValueError(f"overlap_rate must be in (0, 1), got {overlap_rate}")
         if noise_factor <= 0:
             raise ValueError(f"noise_factor must be > 0, got {noise_factor}")
+        if noise_max_movers is not None and not 0 <= noise_max_movers <= 1:
+            raise ValueError(f"noise_max_movers must be a share in [0, 1] or null, got {noise_max_movers}")
         if not -1 < rank_threshold <= 1:
             raise ValueError(f"rank_threshold must be in (-1, 1], got {rank_threshold}")
         if rule == "noise" and delta_t // measure_interval < 2:
@@ -130,6 +137,7 @@ class MovingDistanceHandler:
             logging.getLogger("MovingDistanceHandler").warning(note)
         self.rule = rule
         self.noise_factor = noise_factor
+        self.noise_max_movers = noise_max_movers
         self.rank_threshold = rank_threshold
         self.overlap_threshold = overlap_threshold
         self.overlap_rate = overlap_rate
@@ -154,7 +162,13 @@ class MovingDistanceHandler:
         epochs, dice = self.record.dice_matrix()
         rows = window_curve(epochs, dice, last_epoch, self.delta_t, self.overlap_rate, self.signed)
         fired = fired_window(
-            rows, self.rule, self.stop_fraction, self.overlap_threshold, self.noise_factor, self.rank_threshold
+            rows,
+            self.rule,
+            self.stop_fraction,
+            self.overlap_threshold,
+            self.noise_factor,
+            self.rank_threshold,
+            self.noise_max_movers,
         )
         for k, row in enumerate(rows[1:]):
             row["stop"] = int(fired == k)
@@ -188,6 +202,10 @@ class MovingDistanceHandler:
 
     def summary(self, last_epoch: int) -> dict[str, Any]:
         fired = self.prune_epoch is not None
+        guard = guard_not = ""
+        if self.noise_max_movers is not None:
+            guard = f" with at most {self.noise_max_movers:.0%} of cases still moving beyond their noise"
+            guard_not = f", or more than {self.noise_max_movers:.0%} of cases were still moving beyond their noise"
         what, why_not = {
             "distance": (
                 f"L fell to <= {self.stop_fraction:.0%} of its maximum",
@@ -198,8 +216,8 @@ class MovingDistanceHandler:
                 f"consecutive kept subsets have not overlapped by Jaccard >= {self.overlap_threshold}",
             ),
             "noise": (
-                f"L fell to <= {self.noise_factor} x the split-half noise floor",
-                f"L has stayed above {self.noise_factor} x the split-half noise floor",
+                f"L fell to <= {self.noise_factor} x the split-half noise floor{guard}",
+                f"L has stayed above {self.noise_factor} x the split-half noise floor{guard_not}",
             ),
             "rank": (
                 f"consecutive windows' DAD ranked cases alike (Spearman >= {self.rank_threshold})",
@@ -209,6 +227,7 @@ class MovingDistanceHandler:
         return {
             "rule": RULE_NAMES[self.rule],
             "noise_factor": self.noise_factor,
+            "noise_max_movers": self.noise_max_movers,
             "rank_threshold": self.rank_threshold,
             "delta_t": self.delta_t,
             "stop_fraction": self.stop_fraction,
