@@ -91,3 +91,16 @@ def test_random_arm_needs_the_dynamic_arm_and_unknown_arms_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown dynamic arm 'fast'"):
         run_dynamic_benchmark(str(tmp_path), arms=["fast"], runner=FakeRunner())
     assert format_cost_table([]).count("\n") == 1  # the header only
+
+
+def test_cost_table_interval_is_student_t_at_many_seeds():
+    # 12 seeds: the paired differences 0.01 * (seed - 5.5) + 0.02; t(0.975, 11) = 2.201 (t table), not 1.96
+    rows = []
+    for seed in range(12):
+        for arm, dice in (("full", 0.70), ("dynamic", 0.72 + 0.01 * (seed - 5.5))):
+            cost = {"visits_x_full": 1.0, "measured_x_full": 0.0, "wall_x_full": 1.0}
+            rows.append({"arm": arm, "seed": seed, "test_dice": {"overall": {"mean": dice}}, "cost": cost})
+    diffs = np.array([0.02 + 0.01 * (s - 5.5) for s in range(12)])
+    half = 2.201 * diffs.std(ddof=1) / np.sqrt(12)
+    line = next(r for r in format_cost_table(rows).splitlines() if r.startswith("| dynamic |"))
+    assert f"+0.0200 ± {half:.4f}" in line

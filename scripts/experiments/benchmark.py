@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from scripts.data.record import DynamicsRecord
 from scripts.data.subset import Selection, choose_window, export_subset, read_run_info
+from scripts.experiments.intervals import paired_interval, t975  # noqa: F401 (re-exported)
 from scripts.scores import SCORES
 from scripts.utils.atomic import write_text_atomic
 from scripts.utils.errors import InputError, install_hook
@@ -108,22 +109,6 @@ def prune_rate(kept: float) -> float:
     """1 - kept as the decimal the user meant: 1 - 0.9 is 0.0999... in floats, which would drop one case too
     few of 100 (selection floors p·n in exact arithmetic)."""
     return round(1.0 - float(kept), 12)
-
-
-def t975(dof: int) -> float:
-    """The two-sided 95% Student t quantile for ``dof`` degrees of freedom (``scipy.stats.t.ppf(0.975, dof)``)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, dof))
-
-
-def paired_interval(diffs: Sequence[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval) of paired differences; half-width NaN for one pair."""
-    d = np.asarray(diffs, dtype=np.float64)
-    if d.size < 2:
-        return float(d.mean()) if d.size else float("nan"), float("nan")
-    t = t975(d.size - 1)
-    return float(d.mean()), float(t * d.std(ddof=1) / math.sqrt(d.size))
 
 
 def _key(arm: str, keep: float, seed: int) -> str:

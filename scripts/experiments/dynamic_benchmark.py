@@ -27,13 +27,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scripts.data.record import read_dynamics
+from scripts.experiments.intervals import paired_interval
 from scripts.utils.atomic import write_text_atomic
 
 __all__ = ["ARMS", "arm_overrides", "cost_of", "format_cost_table", "run_dynamic_benchmark"]
@@ -50,8 +50,6 @@ ARMS: dict[str, dict[str, Any]] = {
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
-# the two-sided 95% t quantile for a paired difference over n seeds (df = n - 1)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def arm_overrides(arm: str, work: Path, seed: int) -> dict[str, Any]:
@@ -85,8 +83,8 @@ def _interval(diffs: Sequence[float]) -> str:
         return ""
     if d.size < 2:
         return f"{d.mean():+.4f}"
-    half = T975.get(d.size - 1, 1.96) * d.std(ddof=1) / math.sqrt(d.size)
-    return f"{d.mean():+.4f} ± {half:.4f}"
+    mean, half = paired_interval(d)
+    return f"{mean:+.4f} ± {half:.4f}"
 
 
 def format_cost_table(rows: Sequence[Mapping[str, Any]]) -> str:
