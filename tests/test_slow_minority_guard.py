@@ -92,3 +92,32 @@ def test_handler_writes_movers_and_applies_the_guard(tmp_path):
         assert "still moving" in results["guarded"]["note"]
     with pytest.raises(ValueError, match="noise_max_movers"):
         MovingDistanceHandler(record, tmp_path, noise_max_movers=1.5)
+
+
+def test_seeds_table_reports_each_run(tmp_path):
+    from scripts.experiments.reference_runs import seeds
+
+    rng = np.random.default_rng(0)
+    dirs = []
+    for name, trend in (("settled", 0.0), ("learning", 0.02)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"delta_t": 10}))
+        ids = [f"c{i}" for i in range(60)]
+        truth = rng.uniform(0.2, 0.5, 60)
+        record = DynamicsRecord(ids, ["x"] * 60, 2)
+        for e in range(1, 31):
+            dice = np.clip(truth + trend * e + rng.normal(0, 0.03, 60), 0, 1)
+            counts = np.stack([1000 * dice, np.full(60, 1000.0), np.full(60, 1000.0)], axis=1)[..., None]
+            record.add_epoch(e, "patches", ids, counts)
+        record.save(d / "dynamics.csv")
+        dirs.append(str(d))
+    text = seeds(*dirs, out=str(tmp_path / "t.md"))
+    settled = next(line for line in text.splitlines() if line.startswith("| settled"))
+    learning = next(line for line in text.splitlines() if line.startswith("| learning"))
+    # pure noise: the noise rule (with or without the guard) fires at the first pair, epoch 20 of 30
+    assert all(cell.startswith("20 (67%), J ") for cell in settled.split(" | ")[1:3])
+    # every case gains 0.2 Dice per window (7 noise sd): no noise rule fires, every case moves
+    assert learning.split(" | ")[1:3] == ["never", "never"]
+    assert "movers 1.00 / 1.00" in text
+    assert (tmp_path / "t.md").read_text().strip() == text

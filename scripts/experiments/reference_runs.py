@@ -9,6 +9,7 @@ each rule, at several thresholds, would have fired, and how good the subset pick
     python -m scripts.experiments.reference_runs --work_dir runs/reference [--epochs 120] [--preset ...]
         [--overrides ...]
     python -m scripts.experiments.reference_runs analyze --stage1_dir runs/reference/stage1 --out_dir runs/reference
+    python -m scripts.experiments.reference_runs seeds runs/seeds/s0 runs/seeds/s1 ... [--out table.md]
 """
 
 from __future__ import annotations
@@ -161,6 +162,52 @@ def _plot(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+# the rules of the per-seed table: (column, rule, settings)
+SEED_TABLE_RULES = (
+    ("noise 1.5 (default)", "noise", {"noise_factor": 1.5}),
+    ("noise 1.5 + movers <= 0.05", "noise", {"noise_factor": 1.5, "max_movers": 0.05}),
+    ("noise 1.0", "noise", {"noise_factor": 1.0}),
+    ("distance 0.01 (the paper's)", "distance", {"stop_fraction": 0.01}),
+    ("overlap 0.9", "overlap", {"overlap_threshold": 0.9}),
+    ("rank 0.95", "rank", {"rank_threshold": 0.95}),
+)
+
+
+def seeds(*stage1_dirs: str, out: str | None = None, rate: float = 0.3) -> str:
+    """One row per stage-1 run (e.g. one per seed): where each rule fires (epoch, share of the run, Jaccard of
+    its subset with the last window's), then per window L / noise floor and the share of moving cases.
+    Written to ``out`` (markdown) when given."""
+    head = ["run", *(name for name, _, _ in SEED_TABLE_RULES)]
+    fired_lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    window_lines = []
+    for d in stage1_dirs:
+        stage1 = Path(d)
+        delta_t = int(json.loads((stage1 / "run.json").read_text())["delta_t"])
+        epochs, dice = DynamicsRecord.load(stage1 / "dynamics.csv").dice_matrix()
+        last = (int(epochs.max()) // delta_t) * delta_t
+        rows = window_curve(epochs, dice, last, delta_t, overlap_rate=rate)
+        final = select(window_stats(dice, epochs, last - delta_t, last)[0], rate, "ambiguous")
+        cells = [stage1.name]
+        for _, rule, settings in SEED_TABLE_RULES:
+            k = fired_window(rows, rule, **settings)
+            if k is None:
+                cells.append("never")
+                continue
+            end = rows[k + 1]["epoch_end"]
+            j = jaccard(select(window_stats(dice, epochs, end - delta_t, end)[0], rate, "ambiguous"), final)
+            cells.append(f"{end} ({end / last:.0%}), J {j:.2f}")
+        fired_lines.append("| " + " | ".join(cells) + " |")
+        pairs = rows[1:]
+        ratio = " / ".join(f"{r['noise_distance'] / r['noise_floor']:.2f}" for r in pairs)
+        movers = " / ".join(f"{r['movers']:.2f}" for r in pairs)
+        ends = " / ".join(str(r["epoch_end"]) for r in pairs)
+        window_lines.append(f"- {stage1.name}: at epochs {ends}: L / floor {ratio}; movers {movers}")
+    text = "\n".join([*fired_lines, "", *window_lines])
+    if out:
+        write_text_atomic(Path(out), text + "\n")
+    return text
+
+
 def run(
     work_dir: str = "runs/reference",
     epochs: int = 120,
@@ -192,4 +239,5 @@ def run(
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire({"run": run, "analyze": analyze}, serialize=lambda _: None)
+    fire.Fire({"run": run, "analyze": analyze, "seeds": lambda *dirs, **kw: print(seeds(*dirs, **kw))},
+              serialize=lambda _: None)  # fmt: skip
