@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scripts.core.dynamics import window_stats
-from scripts.scores.center_norm import robust_center_zscore
+from scripts.scores.center_norm import pooled_center_zscore, robust_center_zscore
 
 __all__ = [
     "RULES",
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 RULES = ("dad", "random", "infobatch")
-RANK_SCORES = ("dad", "dad_center_z")
+RANK_SCORES = ("dad", "dad_center_z", "dad_center_pooled")
 # what happened to a case in an epoch (the record's ``visit`` column); "measured": dropped, not trained
 # on, but its Dice measured by a forward pass
 STATUSES = ("visited", "thinned", "dropped", "measured")
@@ -68,7 +68,8 @@ class DynamicSettings:
         thin_ratio: r, the probability an easy case is skipped in an epoch (0 <= r < 1).
         anneal_fraction: last share of the epochs trained on every case not dropped.
         score: ranking score of the "dad" rule: "dad_center_z" (default: DAD's robust z-score within each
-            center; on one center the same ranking as DAD) or "dad".
+            center; on one center the same ranking as DAD), "dad_center_pooled" (the same against center
+            statistics shrunk toward all cases', for small centers) or "dad".
         measure_interval: dropped cases are measured in epochs divisible by it.
         matched_iterations: top each epoch's visits up to the number of cases (extra visits drawn
             uniformly, with replacement, from the cases not dropped), so the run keeps its iterations.
@@ -182,6 +183,8 @@ def _ranking_score(
     dad = window_stats(dice, epochs, epoch - 1 - settings.window, epoch - 1)[0]
     if settings.score == "dad_center_z":
         return robust_center_zscore(dad, centers)
+    if settings.score == "dad_center_pooled":
+        return pooled_center_zscore(dad, centers)
     return dad
 
 

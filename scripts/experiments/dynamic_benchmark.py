@@ -46,6 +46,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "dynamic": {},
     "dynamic_center_z": {"dynamic_score": "dad_center_z"},
     "dynamic_dad": {"dynamic_score": "dad"},
+    "dynamic_center_pooled": {"dynamic_score": "dad_center_pooled"},
     "dynamic_matched": {"dynamic_matched_iterations": True},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,

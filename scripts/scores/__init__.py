@@ -50,6 +50,9 @@ SCORES: dict[str, ScoreSpec] = {
                      "(an empty label the network leaves empty), or the case not measured there"),
     "dad_center_z": ScoreSpec(False, "ambiguous", "DAD's band, after a robust z-score within each center",
                               "DAD is missing (a center without spread gets 0, not NaN)"),
+    "dad_center_pooled": ScoreSpec(False, "ambiguous", "DAD's band, after a z-score against each center's median "
+                                   "and spread shrunk toward all cases' (small centers judged mostly against all)",
+                                   "DAD is missing"),
     "el2n": ScoreSpec(True, "hard", "Paul et al. 2021: keep the highest-EL2N (hardest) examples"),
     "el2nx": ScoreSpec(True, "hard", "He et al. 2023 (EL2N on foreground voxels): as EL2N",
                        "no foreground voxel in the label (an empty label: EL2Nx is undefined, not large), "

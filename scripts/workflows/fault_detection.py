@@ -21,7 +21,7 @@ from scripts.core.detection import auprc, auroc
 from scripts.core.dynamics import window_stats
 from scripts.data.record import DynamicsRecord
 from scripts.scores import SCORES, hardness
-from scripts.scores.center_norm import robust_center_zscore
+from scripts.scores.center_norm import pooled_center_zscore, robust_center_zscore
 from scripts.scores.forgetting import forgetting_at
 from scripts.utils.atomic import write_csv_atomic, write_text_atomic
 
@@ -39,7 +39,8 @@ def scores_at(
     """Every score the record allows, per case, as of ``epoch``, in its own orientation (see ``SCORES``).
 
     DAD and the window scores are means over (epoch - delta_t, epoch]; ``dad_center_z`` is DAD's robust
-    z-score within each center; forgetting counts events up to ``epoch``; VoG and last-layer GraNd take
+    z-score within each center, ``dad_center_pooled`` the same against center statistics shrunk toward
+    all cases'; forgetting counts events up to ``epoch``; VoG and last-layer GraNd take
     their latest recorded value up to ``epoch``.
     """
     epochs, dice = record.dice_matrix()
@@ -48,6 +49,7 @@ def scores_at(
     out = {
         "dad": dad,
         "dad_center_z": robust_center_zscore(dad, record.centers),
+        "dad_center_pooled": pooled_center_zscore(dad, record.centers),
         "forgetting": forgetting_at(dice, epochs, epoch, forgetting_threshold),
     }
     for name in record.score_names:
