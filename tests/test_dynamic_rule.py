@@ -200,12 +200,13 @@ def test_bad_settings_name_the_problem(bad, words):
     assert words in str(err.value) and "configs/dynamic.yaml" in str(err.value)
 
 
-def test_on_one_center_the_center_z_ranking_is_dads():
+def test_on_one_center_the_center_rankings_are_dads():
     rng = np.random.default_rng(0)
     values = rng.uniform(0.1, 0.9, 25)
     epochs, dice = _history(values, 12)
     plans = [plan_epoch(13, _settings(score=s), epoch_rng(4, 13), dice=dice, epochs=epochs, centers=["a"] * 25)
-             for s in ("dad", "dad_center_z")]  # fmt: skip
-    np.testing.assert_array_equal(plans[0].status, plans[1].status)
-    np.testing.assert_array_equal(plans[0].visits, plans[1].visits)
+             for s in ("dad", "dad_center_z", "dad_center_pooled")]  # fmt: skip
+    for other in plans[1:]:
+        np.testing.assert_array_equal(plans[0].status, other.status)
+        np.testing.assert_array_equal(plans[0].visits, other.visits)
     assert np.flatnonzero(plans[0].status == "dropped").tolist() == sorted(np.argsort(values)[:5].tolist())

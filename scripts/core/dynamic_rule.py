@@ -4,7 +4,8 @@ loss weight of each, from the per-case history recorded so far. Pure numerics ov
 Rules (``DynamicSettings.rule``):
 
 - ``dad`` (this bundle's): after a warm-up on every case, rank the cases by their DAD over the last
-  window (``score="dad"``) or by its robust z-score within each center (``score="dad_center_z"``);
+  window (``score="dad"``) or by its z-score within each center (``"dad_center_pooled"``, the default:
+  center statistics shrunk toward all cases'; ``"dad_center_z"``: the center's own);
   **drop** the hard tail (the lowest ``drop_fraction`` of all cases: suspected label faults) and
   **thin** the easy head (the highest ``easy_fraction``): each easy case is visited with probability
   1 - r, drawn afresh every epoch, and its loss is weighted 1 / (1 - r) so the easy cases' expected
@@ -67,9 +68,9 @@ class DynamicSettings:
         easy_fraction: share of all cases thinned as the easy head ("dad" rule).
         thin_ratio: r, the probability an easy case is skipped in an epoch (0 <= r < 1).
         anneal_fraction: last share of the epochs trained on every case not dropped.
-        score: ranking score of the "dad" rule: "dad_center_z" (default: DAD's robust z-score within each
-            center; on one center the same ranking as DAD), "dad_center_pooled" (the same against center
-            statistics shrunk toward all cases', for small centers) or "dad".
+        score: ranking score of the "dad" rule: "dad_center_pooled" (default: DAD's z-score against its
+            center's median and spread shrunk toward all cases'; on one center the same ranking as DAD),
+            "dad_center_z" (within each center alone) or "dad".
         measure_interval: dropped cases are measured in epochs divisible by it.
         matched_iterations: top each epoch's visits up to the number of cases (extra visits drawn
             uniformly, with replacement, from the cases not dropped), so the run keeps its iterations.
@@ -84,7 +85,7 @@ class DynamicSettings:
     easy_fraction: float = 0.4
     thin_ratio: float = 0.5
     anneal_fraction: float = 0.125
-    score: str = "dad_center_z"
+    score: str = "dad_center_pooled"
     measure_interval: int = 5
     matched_iterations: bool = False
     warmup_until_stop_rule: bool = False
@@ -208,7 +209,7 @@ def plan_epoch(
         rng: this epoch's generator (``epoch_rng``).
         dice: (n, E) per-case Dice of the recorded epochs, NaN where not measured ("dad" rule).
         epochs: (E,) the epoch of each column of ``dice`` / ``loss``; only columns < ``epoch`` are used.
-        centers: (n,) the center of each case ("dad_center_z" score).
+        centers: (n,) the center of each case (the "dad_center_pooled" and "dad_center_z" scores).
         loss: (n, E) per-case mean training loss, NaN where not visited ("infobatch" rule).
         budget: visits of this epoch ("random" rule: the same-cost arm's per-epoch visits).
         stop_fired: False while a warm-up that waits for the stop rule goes on.
