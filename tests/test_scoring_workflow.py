@@ -50,3 +50,21 @@ def test_stage1_scores_then_scoring_workflow(tmp_path):
     title = (out / "prune" / "report" / "report.md").read_text().splitlines()[0]
     assert title.startswith("# Label audit of ") and f"scored by {models}/model.pt (" in title
     assert "| el2nx |" in (out / "fault_detection.md").read_text()
+
+
+def test_audit_detection_leaves_missing_scores_out_instead_of_counting_them_as_hits():
+    from scripts.workflows.scoring import audit_detection
+
+    # el2nx (higher = harder): the empty label "f1" has no value; clean cases c1..c4, fault f2 hardest of all
+    ids = ["c1", "c2", "c3", "c4", "f1", "f2"]
+    scores = {"el2nx": np.array([0.1, 0.2, 0.3, 0.4, np.nan, 0.35])}
+    faults = {"f1": {"kind": "whole_drop", "severity": "severe"}, "f2": {"kind": "erosion", "severity": "mild"}}
+    rows = {r["group"]: r for r in audit_detection(ids, scores, faults)}
+    # all faults: only f2 is ranked; above 3 of the 4 clean cases -> AUROC 3/4 (a free hit for f1 would give
+    # 7/8); f1 counted as missing
+    assert rows["all"]["auroc"] == pytest.approx(0.75)
+    assert (rows["all"]["n_faults"], rows["all"]["n_missing_faults"], rows["all"]["n_missing_clean"]) == (1, 1, 0)
+    # the severe group has only the missing case: no AUROC, and it says so
+    assert np.isnan(rows["severity severe"]["auroc"]) and rows["severity severe"]["n_missing_faults"] == 1
+    # p@k ranks the defined cases only: k = 10 > 5 counts all five, one of them a fault
+    assert rows["all"]["p_at_10"] == pytest.approx(1 / 5)

@@ -38,7 +38,8 @@ __all__ = [
 
 # the scores the rank average combines (Dice as DAD of the one epoch; the issue's four detectors)
 RANK_AVERAGE_OF = ("dad", "el2n", "cleanlab", "monai_lq")
-DETECTION_FIELDS = ("score", "group", "n_faults", "n_clean", "auroc", "auprc", "p_at_10", "p_at_20")
+DETECTION_FIELDS = ("score", "group", "n_faults", "n_clean", "auroc", "auprc", "p_at_10", "p_at_20", "n_missing_faults",
+                    "n_missing_clean")
 logger = logging.getLogger("scoring")
 
 
@@ -123,7 +124,11 @@ def audit_detection(
     case_ids: Sequence[str], scores: Mapping[str, np.ndarray], faults: Mapping[str, Mapping[str, str]]
 ) -> list[dict[str, Any]]:
     """AUROC, AUPRC and precision among the 10 and 20 most suspicious cases of each score: all faults vs
-    the clean cases, then each severity vs the clean cases (precision@k over all cases in every row)."""
+    the clean cases, then each severity vs the clean cases (precision@k over all cases in every row).
+
+    A case the score leaves undefined (EL2Nx of an empty label) is left out, never ranked as the most
+    suspicious (which would make an emptied label a free hit), and counted in ``n_missing_faults`` /
+    ``n_missing_clean``, as ``scripts.workflows.fault_detection`` does."""
     ids = list(case_ids)
     faulty = np.array([c in faults for c in ids])
     groups = {"all": faulty}
@@ -134,20 +139,23 @@ def audit_detection(
         if name.startswith("dice_class"):
             continue
         h = suspicion(scores, name)
+        defined = ~np.isnan(h)
         for group, positive in groups.items():
             if not positive.any():
                 continue
-            keep = positive | ~faulty
+            keep = (positive | ~faulty) & defined
             rows.append(
                 {
                     "score": name,
                     "group": group,
-                    "n_faults": int(positive.sum()),
-                    "n_clean": int((~faulty).sum()),
+                    "n_faults": int((positive & defined).sum()),
+                    "n_clean": int((~faulty & defined).sum()),
+                    "n_missing_faults": int((positive & ~defined).sum()),
+                    "n_missing_clean": int((~faulty & ~defined).sum()),
                     "auroc": auroc(h[keep], positive[keep]),
                     "auprc": auprc(h[keep], positive[keep]),
-                    "p_at_10": precision_at_k(h, faulty, 10),
-                    "p_at_20": precision_at_k(h, faulty, 20),
+                    "p_at_10": precision_at_k(h[defined], faulty[defined], 10),
+                    "p_at_20": precision_at_k(h[defined], faulty[defined], 20),
                 }
             )
     return rows
@@ -160,10 +168,16 @@ def _detection_markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
     lines += ["|---|" + "---|" * (len(groups) + 2)]
     for name in dict.fromkeys(r["score"] for r in rows):
         sub = {r["group"]: r for r in rows if r["score"] == name}
-        cells = [f"{sub[g]['auroc']:.3f} / {sub[g]['auprc']:.3f}" if g in sub else "–" for g in groups]
+        cells = [_detection_cell(sub[g]) if g in sub else "–" for g in groups]
         first = next(iter(sub.values()))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {first['p_at_10']:.2f} | {first['p_at_20']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def _detection_cell(row: Mapping[str, Any]) -> str:
+    text = "–" if np.isnan(row["auroc"]) else f"{row['auroc']:.3f} / {row['auprc']:.3f}"
+    missing = row.get("n_missing_faults", 0), row.get("n_missing_clean", 0)
+    return text + (f" ({missing[0]}+{missing[1]} missing)" if any(missing) else "")
 
 
 def _retrainable_subset(subset_json: Path, cases: Sequence[Mapping[str, Any]], dataset_json: str | os.PathLike) -> None:
@@ -275,10 +289,11 @@ def finish_audit(
         write_csv_atomic(
             out / "audit_detection.csv", DETECTION_FIELDS, [[_cell(r[k]) for k in DETECTION_FIELDS] for r in detection]
         )
-        epochs_note = ", ".join(sorted({f"{m} ({e} epochs)" for m, e in zip(models, model_epochs)}))
         note = (
-            f"Record `{out / 'dynamics.csv'}` ({len(ids)} cases), faults `{faults}`; models: {epochs_note}. "
-            "AUROC / AUPRC of each severity vs the clean cases; p@k: faults among the k most suspicious cases."
+            f"Record `{out / 'dynamics.csv'}` ({len(ids)} cases), faults `{faults}`; models: "
+            f"{scored_by(models, model_epochs)}. AUROC / AUPRC of each severity vs the clean cases over the "
+            "cases the score defines ('(f+c missing)': faulty and clean cases without a value, left out); "
+            "p@k: faults among the k most suspicious cases."
         )
         write_text_atomic(out / "audit_detection.md", _detection_markdown(detection, note))
     logger.info(f"{len(ids)} cases scored and ranked by {rank_by}: {out / 'ranking.csv'}")
