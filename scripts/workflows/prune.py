@@ -117,7 +117,8 @@ def run_pruning(
         make_report(
             Path(out_dir) / "selection.csv",
             Path(out_dir) / "report",
-            curve_csv=stage1 / "moving_distance.csv",
+            # a scoring run has no training windows, so no curve: leave it out rather than warn
+            curve_csv=stage1 / "moving_distance.csv" if (stage1 / "moving_distance.csv").is_file() else None,
             stop_rule_json=rule_path if rule_path.is_file() else None,
             faults_csv=faults if faults.is_file() else None,
             datalist_json=dataset_json,

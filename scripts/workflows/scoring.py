@@ -38,8 +38,18 @@ __all__ = [
 
 # the scores the rank average combines (Dice as DAD of the one epoch; the four detectors)
 RANK_AVERAGE_OF = ("dad", "el2n", "cleanlab", "monai_lq")
-DETECTION_FIELDS = ("score", "group", "n_faults", "n_clean", "auroc", "auprc", "p_at_10", "p_at_20", "n_missing_faults",
-                    "n_missing_clean")
+DETECTION_FIELDS = (
+    "score",
+    "group",
+    "n_faults",
+    "n_clean",
+    "auroc",
+    "auprc",
+    "p_at_10",
+    "p_at_20",
+    "n_missing_faults",
+    "n_missing_clean",
+)
 logger = logging.getLogger("scoring")
 
 
