@@ -113,8 +113,8 @@ def test_a_missing_score_is_no_free_hit():
     everything = rows[("el2nx", "all")]
     assert everything["auroc"] == 1.0 and everything["n_faults"] == 1 and everything["n_missing_faults"] == 1
     assert everything["prevalence"] == 0.25
-    from scripts.workflows.fault_detection import _cell
+    from scripts.workflows.fault_detection import detection_cell
 
-    assert _cell(emptied) == "– (1+0 missing)" and _cell(rows[("el2n", "all")]) == "1.000 / 1.000"
+    assert detection_cell(emptied) == "– (1+0 missing)" and detection_cell(rows[("el2n", "all")]) == "1.000 / 1.000"
     # a score defined everywhere: c (.4) above a, b, d -> AUROC 1 on its own merits
     assert rows[("el2n", "emptied")]["auroc"] == 1.0 and rows[("el2n", "emptied")]["n_missing_faults"] == 0

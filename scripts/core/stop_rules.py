@@ -19,7 +19,6 @@ Plain functions over arrays, as in ``scripts.core.dynamics``.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,19 +106,13 @@ def moving_cases(
     """
     epochs = np.asarray(epochs)
     dice = np.asarray(dice, dtype=np.float64)
-
-    def stats(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        window = dice[:, (epochs > bounds[0]) & (epochs <= bounds[1])]
-        n = np.sum(~np.isnan(window), axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # rows with < 2 values: NaN, left out below
-            return np.nanmean(window, axis=1), np.nanvar(window, axis=1, ddof=1), n
-
-    (m0, v0, n0), (m1, v1, n1) = stats(prev), stats(cur)
+    (m0, sd0), (m1, sd1) = window_stats(dice, epochs, *prev), window_stats(dice, epochs, *cur)
+    n0, n1 = (np.sum(~np.isnan(dice[:, (epochs > a) & (epochs <= b)]), axis=1) for a, b in (prev, cur))
     usable = (n0 >= 2) & (n1 >= 2)
     move = np.abs(m1 - m0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        se = np.sqrt(v0 / np.maximum(n0, 1) + v1 / np.maximum(n1, 1))
+        # sample variance / n = population variance (window_stats' sd²) / (n - 1)
+        se = np.sqrt(sd0**2 / (n0 - 1) + sd1**2 / (n1 - 1))
         moving = np.where(se > 0, move > z * se, move > 0).astype(np.float64)
     return np.where(usable, moving, np.nan)
 

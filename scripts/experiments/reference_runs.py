@@ -53,14 +53,12 @@ FIELDS = (
 )
 
 
-def analyze(
-    stage1_dir: str | Path, out_dir: str | Path, delta_t: int | None = None, rate: float = 0.3
-) -> dict[str, Any]:
-    """Per-window table, rule firings, figure (``reference.csv``, ``reference.md``, ``reference.png``)."""
-    stage1, out = Path(stage1_dir), Path(out_dir)
-    delta_t = int(delta_t or json.loads((stage1 / "run.json").read_text())["delta_t"])
-    record = DynamicsRecord.load(stage1 / "dynamics.csv")
-    epochs, dice = record.dice_matrix()
+def curve_against_final(
+    epochs: np.ndarray, dice: np.ndarray, delta_t: int, rate: float = 0.3
+) -> tuple[list[dict[str, Any]], int]:
+    """``window_curve`` up to the last complete window, each row also compared with that window (the
+    ground truth a rule is judged by): ``spearman_final`` of the DAD and ``jaccard_final_<strategy>`` of
+    the subsets each strategy keeps at ``rate``. Returns (rows, last window's end epoch)."""
     last = (int(epochs.max()) // delta_t) * delta_t
     rows = window_curve(epochs, dice, last, delta_t, overlap_rate=rate)
     final_dad = window_stats(dice, epochs, last - delta_t, last)[0]
@@ -70,6 +68,17 @@ def analyze(
         row["spearman_final"] = spearman(dad, final_dad)
         for s in STRATEGIES:
             row[f"jaccard_final_{s}"] = jaccard(select(dad, rate, s), final_kept[s])
+    return rows, last
+
+
+def analyze(
+    stage1_dir: str | Path, out_dir: str | Path, delta_t: int | None = None, rate: float = 0.3
+) -> dict[str, Any]:
+    """Per-window table, rule firings, figure (``reference.csv``, ``reference.md``, ``reference.png``)."""
+    stage1, out = Path(stage1_dir), Path(out_dir)
+    delta_t = int(delta_t or json.loads((stage1 / "run.json").read_text())["delta_t"])
+    epochs, dice = DynamicsRecord.load(stage1 / "dynamics.csv").dice_matrix()
+    rows, last = curve_against_final(epochs, dice, delta_t, rate)
     firings = []
     for rule, settings in RULE_GRID:
         k = fired_window(rows, rule, **settings)
@@ -184,17 +193,14 @@ def seeds(*stage1_dirs: str, out: str | None = None, rate: float = 0.3) -> str:
         stage1 = Path(d)
         delta_t = int(json.loads((stage1 / "run.json").read_text())["delta_t"])
         epochs, dice = DynamicsRecord.load(stage1 / "dynamics.csv").dice_matrix()
-        last = (int(epochs.max()) // delta_t) * delta_t
-        rows = window_curve(epochs, dice, last, delta_t, overlap_rate=rate)
-        final = select(window_stats(dice, epochs, last - delta_t, last)[0], rate, "ambiguous")
+        rows, last = curve_against_final(epochs, dice, delta_t, rate)
         cells = [stage1.name]
         for _, rule, settings in SEED_TABLE_RULES:
             k = fired_window(rows, rule, **settings)
             if k is None:
                 cells.append("never")
                 continue
-            end = rows[k + 1]["epoch_end"]
-            j = jaccard(select(window_stats(dice, epochs, end - delta_t, end)[0], rate, "ambiguous"), final)
+            end, j = rows[k + 1]["epoch_end"], rows[k + 1]["jaccard_final_ambiguous"]
             cells.append(f"{end} ({end / last:.0%}), J {j:.2f}")
         fired_lines.append("| " + " | ".join(cells) + " |")
         pairs = rows[1:]

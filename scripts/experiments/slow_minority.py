@@ -18,9 +18,8 @@ from typing import Any
 
 import fire
 import numpy as np
-from scripts.core.dynamics import jaccard, window_stats
-from scripts.core.stop_rules import fired_window, window_curve
-from scripts.core.strategies import select
+from scripts.core.stop_rules import fired_window
+from scripts.experiments.reference_runs import curve_against_final
 
 
 def simulate(
@@ -47,14 +46,11 @@ def firing(
     epochs: np.ndarray, dice: np.ndarray, delta_t: int = 10, rate: float = 0.3, **rule: Any
 ) -> tuple[int | None, float | None]:
     """(epoch the noise rule fires at, Jaccard of its subset with the last window's), or (None, None)."""
-    last = int(epochs.max()) // delta_t * delta_t
-    rows = window_curve(epochs, dice, last, delta_t, overlap_rate=rate)
+    rows, _ = curve_against_final(epochs, dice, delta_t, rate)
     k = fired_window(rows, "noise", **rule)
     if k is None:
         return None, None
-    end = rows[k + 1]["epoch_end"]
-    final = select(window_stats(dice, epochs, last - delta_t, last)[0], rate, "ambiguous")
-    return end, jaccard(select(window_stats(dice, epochs, end - delta_t, end)[0], rate, "ambiguous"), final)
+    return rows[k + 1]["epoch_end"], rows[k + 1]["jaccard_final_ambiguous"]
 
 
 def table(

@@ -37,19 +37,7 @@ def _location_scale(x: np.ndarray) -> tuple[float, float]:
 
 def robust_center_zscore(values: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
     """Robust z-score of ``values`` (n,) within each group (all in one group when None). Shape (n,)."""
-    values = np.asarray(values, dtype=np.float64)
-    groups = np.zeros(len(values), dtype=int) if groups is None else np.asarray(groups)
-    if len(groups) != len(values):
-        raise ValueError(f"{len(groups)} groups for {len(values)} values")
-    out = np.full(len(values), np.nan)
-    for g in np.unique(groups):
-        idx = np.flatnonzero((groups == g) & ~np.isnan(values))
-        if idx.size == 0:
-            continue
-        x = values[idx]
-        med, scale = _location_scale(x)
-        out[idx] = (x - med) / scale if scale > 0 else 0.0
-    return out
+    return pooled_center_zscore(values, groups, prior_cases=0)  # weight 1 on each center's own statistics
 
 
 def pooled_center_zscore(

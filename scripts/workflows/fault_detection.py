@@ -125,7 +125,7 @@ def detection_rows(
     return rows
 
 
-def _cell(row: Mapping[str, Any]) -> str:
+def detection_cell(row: Mapping[str, Any]) -> str:
     """AUROC / AUPRC, and how many faulty + clean cases the score left undefined (not ranked) when any."""
     undefined = np.isnan(row["auroc"]) and np.isnan(row["auprc"])
     text = "–" if undefined else f"{row['auroc']:.3f} / {row['auprc']:.3f}"
@@ -150,7 +150,7 @@ def _markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
             cells = []
             for e in epochs:
                 hit = [r for r in sub if r["score"] == name and r["epoch"] == e]
-                cells.append(_cell(hit[0]) if hit else "–")
+                cells.append(detection_cell(hit[0]) if hit else "–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.scores import hardness
 from scripts.scores.rank_average import rank_average
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
-from scripts.workflows.fault_detection import read_fault_manifest, run_fault_detection
+from scripts.workflows.fault_detection import detection_cell, read_fault_manifest, run_fault_detection
 from scripts.workflows.prune import run_pruning
 
 __all__ = [
@@ -178,16 +178,10 @@ def _detection_markdown(rows: Sequence[Mapping[str, Any]], note: str) -> str:
     lines += ["|---|" + "---|" * (len(groups) + 2)]
     for name in dict.fromkeys(r["score"] for r in rows):
         sub = {r["group"]: r for r in rows if r["score"] == name}
-        cells = [_detection_cell(sub[g]) if g in sub else "–" for g in groups]
+        cells = [detection_cell(sub[g]) if g in sub else "–" for g in groups]
         first = next(iter(sub.values()))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {first['p_at_10']:.2f} | {first['p_at_20']:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def _detection_cell(row: Mapping[str, Any]) -> str:
-    text = "–" if np.isnan(row["auroc"]) else f"{row['auroc']:.3f} / {row['auprc']:.3f}"
-    missing = row.get("n_missing_faults", 0), row.get("n_missing_clean", 0)
-    return text + (f" ({missing[0]}+{missing[1]} missing)" if any(missing) else "")
 
 
 def _retrainable_subset(subset_json: Path, cases: Sequence[Mapping[str, Any]], dataset_json: str | os.PathLike) -> None:
