@@ -18,11 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine, Events
 from monai.data import Dataset
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics
-from scripts.handlers.dynamic_pruning import DynamicPruning, DynamicSampler
+from scripts.handlers.dynamic_pruning import DynamicPruning, DynamicSampler, keep_the_epoch_count_in_charge
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [f"c{i}" for i in range(10)]
@@ -242,3 +243,48 @@ def test_sigkill_then_resume_restores_the_sampler_and_one_row_per_case_and_epoch
                           centers=record.centers)  # fmt: skip
         assert visits[:, e - 1].tolist() == plan.status.tolist(), e
     assert {"dropped", "measured"} & set(visits.ravel())
+
+
+def _shrinking_engine(guard: bool) -> Engine:
+    """A plain Ignite engine whose epochs shrink after the first, as a dynamic run's do after its warm-up:
+    8 iterations in epoch 1, then 2 (what DynamicPruning.epoch_started sets from the sampler)."""
+    engine = Engine(lambda e, b: None)
+
+    @engine.on(Events.EPOCH_STARTED)
+    def _length(e: Engine) -> None:
+        e.state.epoch_length = 8 if e.state.epoch == 1 else 2
+
+    if guard:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, keep_the_epoch_count_in_charge)
+    return engine
+
+
+def test_shorter_epochs_do_not_end_the_run_before_its_last_epoch():
+    # Ignite also ends a run once iteration >= epoch_length x max_epochs: with 8 + 2 + 2 iterations that is
+    # 12 >= 2 x 6 after epoch 3, so without the guard a 6-epoch run stops after 3 (the bug: a 40-epoch
+    # dynamic run of the embedded set stopped after 35, its annealing epochs never trained)
+    unguarded = _shrinking_engine(guard=False)
+    unguarded.run(range(8), max_epochs=6)
+    assert unguarded.state.epoch == 3
+    guarded = _shrinking_engine(guard=True)
+    guarded.run(range(8), max_epochs=6)
+    assert guarded.state.epoch == 6 and guarded.state.iteration == 8 + 5 * 2
+
+
+@pytest.mark.slow
+def test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch(tmp_path):
+    # batch 1, 3 warm-up epochs of 8 iterations, then 1-3 cases an epoch (1 middle case, 6 easy ones
+    # thinned at 0.9): Ignite's count (24 + ... >= epoch_length x 6) is reached before epoch 6
+    synthetic = {"num_train": 8, "num_val": 2, "num_test": 1, "shape": [24, 24, 24], "seed": 0, "num_centers": 2,
+                 "fault_fraction": 0.25}  # fmt: skip
+    out = tmp_path / "out"
+    _run([
+        *BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']",
+        *("--dataset_dir", str(tmp_path / "data"), "--output_dir", str(out), "--ckpt_dir", str(tmp_path / "models")),
+        *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
+        *("--batch_size", "1", "--epochs", "6", "--delta_t", "1", "--val_interval", "6"),
+        *("--dynamic_warmup", "3", "--dynamic_drop_fraction", "0.125", "--dynamic_easy_fraction", "0.75"),
+        *("--dynamic_thin_ratio", "0.9", "--dynamic_anneal_fraction", "0.0"),
+    ])  # fmt: skip
+    assert json.loads((out / "run.json").read_text())["epochs_trained"] == 6
+    assert [int(r["epoch"]) for r in _cost(out / "dynamic_cost.csv")] == list(range(1, 7))

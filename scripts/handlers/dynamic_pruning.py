@@ -42,11 +42,21 @@ from torch.utils.data import DistributedSampler, Subset
 # the default transform, built once (a stateless callable; flake8-bugbear B008)
 PRED_LABEL = from_engine(["pred", "label"])
 
-__all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget"]
+__all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget", "keep_the_epoch_count_in_charge"]
 
 COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
                "train_s", "measure_s", "trained_items")  # fmt: skip
 STATE_KEY = "dynamic_pruning"
+
+
+def keep_the_epoch_count_in_charge(engine: Engine) -> None:
+    """Keep Ignite's iteration count from ending a run whose epochs shrink: Ignite also stops once
+    ``iteration >= epoch_length x max_epochs``, a count meant for epochs of equal length, which the
+    shorter pruned epochs after a full warm-up reach before the last epoch. Raise the epoch length (the
+    next epoch sets its own when it starts) so that only ``max_epochs`` ends the run."""
+    state = engine.state
+    if state.epoch_length is not None and state.max_epochs:
+        state.epoch_length = max(state.epoch_length, state.iteration // state.max_epochs + 1)
 
 
 def read_budget(path: str | os.PathLike | None) -> list[int] | None:
@@ -264,6 +274,7 @@ class DynamicPruning:
             state["cost"] = [r for r in state["cost"] if r["epoch"] <= engine.state.epoch]
             self.logger.info(f"resume: dynamic pruning restored after epoch {engine.state.epoch}")
         self.sampler.stop_fired = bool(state["stop_fired"])
+        keep_the_epoch_count_in_charge(engine)  # a checkpoint saved before the guard existed
 
     def epoch_started(self, engine: Engine) -> None:
         self.sampler.set_epoch(engine.state.epoch)  # idempotent: MONAI's engine called it already
@@ -390,6 +401,7 @@ class DynamicPruning:
             f"epoch {epoch} ({plan.phase}): {counts['visits']} visits, {counts['thinned']} thinned, "
             f"{counts['dropped'] + counts['measured']} dropped ({counts['measured']} measured)"
         )
+        keep_the_epoch_count_in_charge(engine)  # before ResumeCheckpoint's save: a resumed run checks it too
 
     def write_cost(self, cost: Sequence[Mapping[str, Any]], n_cases: int, max_epochs: int) -> None:
         write_csv_atomic(self.output_dir / "dynamic_cost.csv", COST_FIELDS, [[r[k] for k in COST_FIELDS] for r in cost])
