@@ -8,7 +8,15 @@ import math
 
 import numpy as np
 import pytest
-from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, latest_values, phase_of, plan_epoch, split_for_rank
+from scripts.core.dynamic_rule import (
+    DynamicSettings,
+    epoch_rng,
+    hard_tail,
+    latest_values,
+    phase_of,
+    plan_epoch,
+    split_for_rank,
+)
 from torch.utils.data import DistributedSampler
 
 # ten cases with a fixed DAD: case 0 the hardest ... case 9 the easiest
@@ -189,6 +197,7 @@ def test_same_seed_and_epoch_same_plan_different_epoch_different_draw():
     [
         ({"rule": "loss"}, "rule 'loss'"),
         ({"score": "el2n"}, "score 'el2n'"),
+        ({"drop_z": 3.0, "score": "dad"}, "drop_z must be > 0 with a z-score ranking"),
         ({"thin_ratio": 1.0}, "thin_ratio"),
         ({"drop_fraction": 0.7, "easy_fraction": 0.5}, "drop_fraction + easy_fraction"),
         ({"measure_interval": 0}, "measure_interval"),
@@ -210,3 +219,28 @@ def test_on_one_center_the_center_rankings_are_dads():
         np.testing.assert_array_equal(plans[0].status, other.status)
         np.testing.assert_array_equal(plans[0].visits, other.visits)
     assert np.flatnonzero(plans[0].status == "dropped").tolist() == sorted(np.argsort(values)[:5].tolist())
+
+
+def test_hard_tail_by_fraction_or_by_outlier_z_by_hand():
+    score = np.array([-5.0, -3.5, -2.9, 0.0, 1.0, np.nan, 0.5, -0.2, 2.0, 0.1])
+    assert hard_tail(score, 0.3).tolist() == [0, 1, 2]  # the 3 lowest of 10; NaN is never in the tail
+    assert hard_tail(score, 0.3, drop_z=3.0).tolist() == [0, 1]  # only the two below -3
+    assert hard_tail(score, 0.1, drop_z=3.0).tolist() == [0]  # at most 10% of the cases
+    assert hard_tail(score, 0.3, drop_z=6.0).tolist() == []  # no outlier: nothing dropped
+
+
+def test_outlier_tail_drops_nothing_on_a_data_set_without_outliers():
+    # DAD spread widely, no case far below the others: robust z of the hardest is (0.05 - 0.625) /
+    # (1.4826 x 0.2) = -1.94 > -3, so the z rule keeps every case where a fixed 20% tail drops two
+    s = _settings(drop_z=3.0)
+    epochs, dice = _history(DAD, 12)
+    plan = plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
+    assert not np.isin(plan.status, ["dropped", "measured"]).any()
+    fixed = plan_epoch(12, _settings(), epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
+    assert sorted(np.flatnonzero(np.isin(fixed.status, ["dropped", "measured"])).tolist()) == [0, 1]
+    # one case far below a tight rest: median 0.855, MAD 0.04, z = (0.05 - 0.855) / (1.4826 x 0.04) = -13.6
+    # for it and -0.93 for the next (0.80): only it is dropped
+    outlier = np.array([0.05, 0.80, 0.82, 0.84, 0.85, 0.86, 0.88, 0.90, 0.92, 0.95])
+    epochs, dice = _history(outlier, 12)
+    plan = plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
+    assert np.flatnonzero(np.isin(plan.status, ["dropped", "measured"])).tolist() == [0]

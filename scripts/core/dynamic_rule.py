@@ -6,7 +6,8 @@ Rules (``DynamicSettings.rule``):
 - ``dad`` (this bundle's): after a warm-up on every case, rank the cases by their DAD over the last
   window (``score="dad"``) or by its z-score within each center (``"dad_center_pooled"``, the default:
   center statistics shrunk toward all cases'; ``"dad_center_z"``: the center's own);
-  **drop** the hard tail (the lowest ``drop_fraction`` of all cases: suspected label faults) and
+  **drop** the hard tail (suspected label faults: the lowest ``drop_fraction`` of all cases or, with
+  ``drop_z`` set, the cases whose score is below -``drop_z``, at most ``drop_fraction`` of them) and
   **thin** the easy head (the highest ``easy_fraction``): each easy case is visited with probability
   1 - r, drawn afresh every epoch, and its loss is weighted 1 / (1 - r) so the easy cases' expected
   share of the gradient is unchanged (InfoBatch's rescaling). Dropped cases are not trained on but are
@@ -46,6 +47,7 @@ __all__ = [
     "latest_values",
     "epoch_rng",
     "split_for_rank",
+    "hard_tail",
 ]
 
 RULES = ("dad", "random", "infobatch")
@@ -64,7 +66,11 @@ class DynamicSettings:
         rule: "dad", "random" or "infobatch".
         warmup: epochs 1..warmup visit every case (the first window: a ranking needs delta_t epochs).
         window: epochs the DAD ranking is averaged over (the run's delta_t).
-        drop_fraction: share of all cases dropped as the hard tail ("dad" rule).
+        drop_fraction: share of all cases dropped as the hard tail ("dad" rule); with ``drop_z``, the
+            most that may be dropped.
+        drop_z: None (a fixed share) or k: drop the cases whose ranking z-score is below -k (outliers;
+            a data set without any drops none). Needs a z-score ranking (``dad_center_pooled`` or
+            ``dad_center_z``).
         easy_fraction: share of all cases thinned as the easy head ("dad" rule).
         thin_ratio: r, the probability an easy case is skipped in an epoch (0 <= r < 1).
         anneal_fraction: last share of the epochs trained on every case not dropped.
@@ -82,6 +88,7 @@ class DynamicSettings:
     warmup: int = 10
     window: int = 10
     drop_fraction: float = 0.1
+    drop_z: float | None = None
     easy_fraction: float = 0.4
     thin_ratio: float = 0.5
     anneal_fraction: float = 0.125
@@ -112,6 +119,11 @@ class DynamicSettings:
         for name in ("drop_fraction", "easy_fraction", "anneal_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.drop_z is not None and (self.drop_z <= 0 or self.score == "dad"):
+            problems.append(
+                f"drop_z must be > 0 with a z-score ranking (dad_center_pooled, dad_center_z), got {self.drop_z}"
+                f" with score {self.score!r}"
+            )
         if self.drop_fraction + self.easy_fraction > 1:
             problems.append(f"drop_fraction + easy_fraction = {self.drop_fraction + self.easy_fraction} > 1")
         if problems:
@@ -175,6 +187,18 @@ def latest_values(values: np.ndarray, epochs: Sequence[int], before: int) -> np.
     for j in np.flatnonzero(np.asarray(epochs) < before):
         out = np.where(np.isnan(values[:, j]), out, values[:, j])
     return out
+
+
+def hard_tail(score: np.ndarray, drop_fraction: float, drop_z: float | None = None) -> np.ndarray:
+    """Rows of the hard tail, hardest first, from a ranking score (low = hard; NaN = unranked, never in
+    it): the floor(drop_fraction x n) lowest, or with ``drop_z`` those below -drop_z, at most that many."""
+    score = np.asarray(score, dtype=np.float64)
+    ranked = np.flatnonzero(~np.isnan(score))
+    order = ranked[np.argsort(score[ranked], kind="stable")]
+    k = min(math.floor(drop_fraction * len(score) + 1e-9), len(order))
+    if drop_z is not None:
+        k = min(k, int(np.sum(score[order] < -drop_z)))
+    return order[:k]
 
 
 def _ranking_score(
@@ -252,9 +276,8 @@ def plan_epoch(
         score = _ranking_score(dice, epochs, epoch, settings, centers)
         ranked = np.flatnonzero(~np.isnan(score))
         order = ranked[np.argsort(score[ranked], kind="stable")]  # hardest first
-        n_drop = min(math.floor(settings.drop_fraction * n + 1e-9), len(order))
-        n_easy = min(math.floor(settings.easy_fraction * n + 1e-9), len(order) - n_drop)
-        dropped = order[:n_drop]
+        dropped = hard_tail(score, settings.drop_fraction, settings.drop_z)
+        n_easy = min(math.floor(settings.easy_fraction * n + 1e-9), len(order) - len(dropped))
         status[dropped] = "measured" if epoch % settings.measure_interval == 0 else "dropped"
         if phase == "prune" and n_easy:
             easy = order[len(order) - n_easy :]
