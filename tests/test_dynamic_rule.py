@@ -244,3 +244,12 @@ def test_outlier_tail_drops_nothing_on_a_data_set_without_outliers():
     epochs, dice = _history(outlier, 12)
     plan = plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
     assert np.flatnonzero(np.isin(plan.status, ["dropped", "measured"])).tolist() == [0]
+
+
+def test_an_epoch_that_would_visit_no_case_is_refused_with_the_fix():
+    # 10 cases, 2 dropped + 8 easy: no middle band; with r = 0.999 every easy case is thinned (the
+    # trainer would crash on an epoch without a batch)
+    s = _settings(drop_fraction=0.2, easy_fraction=0.8, thin_ratio=0.999)
+    epochs, dice = _history(DAD, 12)
+    with pytest.raises(ValueError, match="would visit none of the 10 cases.*lower dynamic_easy_fraction"):
+        plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])

@@ -285,6 +285,12 @@ def plan_epoch(
             status[easy[skip]] = "thinned"
             weight[easy[~skip]] = 1.0 / (1.0 - r)
     visited = np.flatnonzero(status == "visited")
+    if len(visited) == 0 and settings.rule != "random":
+        raise ValueError(
+            f"dynamic pruning: epoch {epoch} would visit none of the {n} cases (the drop and easy shares "
+            f"{settings.drop_fraction} + {settings.easy_fraction} leave no middle band, and every easy case "
+            "was thinned); lower dynamic_easy_fraction or dynamic_drop_fraction (configs/dynamic.yaml)"
+        )
     weight[status != "visited"] = 0.0
     visits = visited
     if settings.matched_iterations and settings.rule != "random" and 0 < len(visited) < n:
