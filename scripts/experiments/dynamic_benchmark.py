@@ -17,7 +17,7 @@ Arms (name: overrides on configs/dynamic.yaml):
 - ``dynamic``: the dad rule with its defaults (ranked by dad_center_z); ``dynamic_center_z`` /
   ``dynamic_dad``: ranked by dad_center_z / raw DAD explicitly; ``dynamic_matched``: matched iterations;
   ``dynamic_fraction`` / ``dynamic_outlier``: the hard tail as the lowest 10% of the cases / as the cases
-  below z = -3 (at most 20%).
+  below z = -3 (at most 20%); ``dynamic_outlier_matched``: the latter with matched iterations.
 - ``dynamic_random``: uniform random per-epoch subsampling, the dynamic arm's visits each epoch.
 - ``infobatch``: Qin et al., ICLR 2024, with the paper's defaults (prune ratio r = 0.5 of the samples whose
   loss is below the mean, kept ones rescaled by 1 / (1 - r), annealing delta = 0.875: the last 12.5% of
@@ -53,6 +53,7 @@ ARMS: dict[str, dict[str, Any]] = {
     # the hard tail as a fixed 10% of the cases (release 0.5.0's default) or the outliers below z = -3
     "dynamic_fraction": {"dynamic_drop_z": None, "dynamic_drop_fraction": 0.1},
     "dynamic_outlier": {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2},
+    "dynamic_outlier_matched": {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2, "dynamic_matched_iterations": True},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
