@@ -52,8 +52,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "dynamic_matched": {"dynamic_matched_iterations": True},
     # the hard tail as a fixed 10% of the cases (release 0.5.0's default) or the outliers below z = -3
     "dynamic_fraction": {"dynamic_drop_z": None, "dynamic_drop_fraction": 0.1},
-    "dynamic_outlier": {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2},
-    "dynamic_outlier_matched": {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2, "dynamic_matched_iterations": True},
+    "dynamic_outlier": (OUTLIER := {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2}),
+    "dynamic_outlier_matched": {**OUTLIER, "dynamic_matched_iterations": True},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
