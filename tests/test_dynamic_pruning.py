@@ -140,8 +140,9 @@ def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
 MODULE = ["-m", "monai.bundle", "run", "training", "--config_file"]
 BUNDLE = [sys.executable, *MODULE]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_measure_interval", "2",
-           "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
+# a fixed share of 15% dropped (no z threshold), so these tiny runs do drop and measure
+DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_tail", "fraction",
+           "--dynamic_measure_interval", "2", "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
 
 
 def _frozen(tmp_path: Path, out: str) -> list[str]:
@@ -283,7 +284,8 @@ def test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch(tmp_path):
         *("--dataset_dir", str(tmp_path / "data"), "--output_dir", str(out), "--ckpt_dir", str(tmp_path / "models")),
         *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
         *("--batch_size", "1", "--epochs", "6", "--delta_t", "1", "--val_interval", "6"),
-        *("--dynamic_warmup", "3", "--dynamic_drop_fraction", "0.125", "--dynamic_easy_fraction", "0.75"),
+        *("--dynamic_warmup", "3", "--dynamic_drop_fraction", "0.125", "--dynamic_tail", "fraction"),
+        *("--dynamic_easy_fraction", "0.75"),
         *("--dynamic_thin_ratio", "0.9", "--dynamic_anneal_fraction", "0.0"),
     ])  # fmt: skip
     assert json.loads((out / "run.json").read_text())["epochs_trained"] == 6

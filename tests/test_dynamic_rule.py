@@ -197,7 +197,8 @@ def test_same_seed_and_epoch_same_plan_different_epoch_different_draw():
     [
         ({"rule": "loss"}, "rule 'loss'"),
         ({"score": "el2n"}, "score 'el2n'"),
-        ({"drop_z": 3.0, "score": "dad"}, "drop_z must be > 0 with a z-score ranking"),
+        ({"tail": "outlier", "score": "dad"}, "the outlier tail needs drop_z > 0 and a z-score ranking"),
+        ({"tail": "z"}, "tail 'z' is not one of"),
         ({"thin_ratio": 1.0}, "thin_ratio"),
         ({"drop_fraction": 0.7, "easy_fraction": 0.5}, "drop_fraction + easy_fraction"),
         ({"measure_interval": 0}, "measure_interval"),
@@ -232,7 +233,7 @@ def test_hard_tail_by_fraction_or_by_outlier_z_by_hand():
 def test_outlier_tail_drops_nothing_on_a_data_set_without_outliers():
     # DAD spread widely, no case far below the others: robust z of the hardest is (0.05 - 0.625) /
     # (1.4826 x 0.2) = -1.94 > -3, so the z rule keeps every case where a fixed 20% tail drops two
-    s = _settings(drop_z=3.0)
+    s = _settings(tail="outlier", drop_z=3.0)
     epochs, dice = _history(DAD, 12)
     plan = plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
     assert not np.isin(plan.status, ["dropped", "measured"]).any()

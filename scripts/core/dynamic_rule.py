@@ -6,8 +6,9 @@ Rules (``DynamicSettings.rule``):
 - ``dad`` (this bundle's): after a warm-up on every case, rank the cases by their DAD over the last
   window (``score="dad"``) or by its z-score within each center (``"dad_center_pooled"``, the default:
   center statistics shrunk toward all cases'; ``"dad_center_z"``: the center's own);
-  **drop** the hard tail (suspected label faults: the lowest ``drop_fraction`` of all cases or, with
-  ``drop_z`` set, the cases whose score is below -``drop_z``, at most ``drop_fraction`` of them) and
+  **drop** the hard tail (suspected label faults: with ``tail="outlier"`` the cases whose z-score is
+  below -``drop_z``, at most ``drop_fraction`` of them; with ``tail="fraction"`` exactly the lowest
+  ``drop_fraction`` of all cases) and
   **thin** the easy head (the highest ``easy_fraction``): each easy case is visited with probability
   1 - r, drawn afresh every epoch, and its loss is weighted 1 / (1 - r) so the easy cases' expected
   share of the gradient is unchanged (InfoBatch's rescaling). Dropped cases are not trained on but are
@@ -39,6 +40,7 @@ from scripts.scores.center_norm import pooled_center_zscore, robust_center_zscor
 __all__ = [
     "RULES",
     "RANK_SCORES",
+    "TAILS",
     "STATUSES",
     "DynamicSettings",
     "EpochPlan",
@@ -52,6 +54,7 @@ __all__ = [
 
 RULES = ("dad", "random", "infobatch")
 RANK_SCORES = ("dad", "dad_center_z", "dad_center_pooled")
+TAILS = ("fraction", "outlier")
 # what happened to a case in an epoch (the record's ``visit`` column); "measured": dropped, not trained
 # on, but its Dice measured by a forward pass
 STATUSES = ("visited", "thinned", "dropped", "measured")
@@ -59,18 +62,20 @@ STATUSES = ("visited", "thinned", "dropped", "measured")
 
 @dataclass(frozen=True)
 class DynamicSettings:
-    """Settings of the rule (defaults: docs/dynamic_pruning.md says where each comes from).
+    """Settings of the rule. The bundle's defaults are configs/dynamic.yaml's (docs/dynamic_pruning.md says
+    where each comes from); the defaults here are the plain rule's (a fixed tail share) for direct use.
 
     Attributes:
         epochs: the run's epoch count (annealing counts back from it).
         rule: "dad", "random" or "infobatch".
         warmup: epochs 1..warmup visit every case (the first window: a ranking needs delta_t epochs).
         window: epochs the DAD ranking is averaged over (the run's delta_t).
-        drop_fraction: share of all cases dropped as the hard tail ("dad" rule); with ``drop_z``, the
-            most that may be dropped.
-        drop_z: None (a fixed share) or k: drop the cases whose ranking z-score is below -k (outliers;
-            a data set without any drops none). Needs a z-score ranking (``dad_center_pooled`` or
-            ``dad_center_z``).
+        tail: how the hard tail is chosen ("dad" rule): "fraction" (the lowest ``drop_fraction`` of all
+            cases) or "outlier" (the cases whose ranking z-score is below -``drop_z``, at most
+            ``drop_fraction`` of all cases; a data set without outliers drops none; needs a z-score
+            ranking, ``dad_center_pooled`` or ``dad_center_z``).
+        drop_fraction: share of all cases dropped ("fraction") or the most dropped ("outlier").
+        drop_z: the outlier tail's threshold k (> 0).
         easy_fraction: share of all cases thinned as the easy head ("dad" rule).
         thin_ratio: r, the probability an easy case is skipped in an epoch (0 <= r < 1).
         anneal_fraction: last share of the epochs trained on every case not dropped.
@@ -87,8 +92,9 @@ class DynamicSettings:
     rule: str = "dad"
     warmup: int = 10
     window: int = 10
+    tail: str = "fraction"
     drop_fraction: float = 0.1
-    drop_z: float | None = None
+    drop_z: float = 3.0
     easy_fraction: float = 0.4
     thin_ratio: float = 0.5
     anneal_fraction: float = 0.125
@@ -119,10 +125,12 @@ class DynamicSettings:
         for name in ("drop_fraction", "easy_fraction", "anneal_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.drop_z is not None and (self.drop_z <= 0 or self.score == "dad"):
+        if self.tail not in TAILS:
+            problems.append(f"tail {self.tail!r} is not one of {TAILS}")
+        if self.tail == "outlier" and (self.drop_z <= 0 or self.score == "dad"):
             problems.append(
-                f"drop_z must be > 0 with a z-score ranking (dad_center_pooled, dad_center_z), got {self.drop_z}"
-                f" with score {self.score!r}"
+                f"the outlier tail needs drop_z > 0 and a z-score ranking (dad_center_pooled, dad_center_z),"
+                f" got drop_z {self.drop_z} with score {self.score!r}"
             )
         if self.drop_fraction + self.easy_fraction > 1:
             problems.append(f"drop_fraction + easy_fraction = {self.drop_fraction + self.easy_fraction} > 1")
@@ -276,7 +284,7 @@ def plan_epoch(
         score = _ranking_score(dice, epochs, epoch, settings, centers)
         ranked = np.flatnonzero(~np.isnan(score))
         order = ranked[np.argsort(score[ranked], kind="stable")]  # hardest first
-        dropped = hard_tail(score, settings.drop_fraction, settings.drop_z)
+        dropped = hard_tail(score, settings.drop_fraction, settings.drop_z if settings.tail == "outlier" else None)
         n_easy = min(math.floor(settings.easy_fraction * n + 1e-9), len(order) - len(dropped))
         status[dropped] = "measured" if epoch % settings.measure_interval == 0 else "dropped"
         if phase == "prune" and n_easy:

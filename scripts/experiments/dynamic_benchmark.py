@@ -44,15 +44,15 @@ logger = logging.getLogger("dynamic_benchmark")
 Runner = Callable[[str, Sequence[str], Mapping[str, Any], Path], float]
 INFOBATCH = {"dynamic_rule": "infobatch", "dynamic_warmup": 0, "dynamic_thin_ratio": 0.5,
              "dynamic_anneal_fraction": 0.125, "score_patches": True, "patch_scores": ["loss"]}  # fmt: skip
-OUTLIER = {"dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2}
+OUTLIER = {"dynamic_tail": "outlier", "dynamic_drop_z": 3.0, "dynamic_drop_fraction": 0.2}
 ARMS: dict[str, dict[str, Any]] = {
     "dynamic": {},
     "dynamic_center_z": {"dynamic_score": "dad_center_z"},
     "dynamic_dad": {"dynamic_score": "dad"},
     "dynamic_center_pooled": {"dynamic_score": "dad_center_pooled"},
     "dynamic_matched": {"dynamic_matched_iterations": True},
-    # the hard tail as a fixed 10% of the cases (release 0.5.0's default) or the outliers below z = -3
-    "dynamic_fraction": {"dynamic_drop_z": None, "dynamic_drop_fraction": 0.1},
+    # the hard tail as a fixed 10% of the cases (release 0.5.0's rule) or the outliers below z = -3 (0.6.0's)
+    "dynamic_fraction": {"dynamic_tail": "fraction", "dynamic_drop_fraction": 0.1},
     "dynamic_outlier": OUTLIER,
     "dynamic_outlier_matched": {**OUTLIER, "dynamic_matched_iterations": True},
     "dynamic_random": {"dynamic_rule": "random"},
