@@ -197,7 +197,7 @@ def test_same_seed_and_epoch_same_plan_different_epoch_different_draw():
     [
         ({"rule": "loss"}, "rule 'loss'"),
         ({"score": "el2n"}, "score 'el2n'"),
-        ({"tail": "outlier", "score": "dad"}, "the outlier tail needs drop_z > 0 and a z-score ranking"),
+        ({"tail": "outlier", "drop_z": 0.0}, "the outlier tail needs drop_z > 0"),
         ({"tail": "z"}, "tail 'z' is not one of"),
         ({"thin_ratio": 1.0}, "thin_ratio"),
         ({"drop_fraction": 0.7, "easy_fraction": 0.5}, "drop_fraction + easy_fraction"),
@@ -245,6 +245,11 @@ def test_outlier_tail_drops_nothing_on_a_data_set_without_outliers():
     epochs, dice = _history(outlier, 12)
     plan = plan_epoch(12, s, epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11])
     assert np.flatnonzero(np.isin(plan.status, ["dropped", "measured"])).tolist() == [0]
+    # ranked by raw DAD, the tail is judged on DAD's robust z over all cases: the same one case
+    raw = plan_epoch(
+        12, _settings(tail="outlier", score="dad"), epoch_rng(0, 12), dice=dice[:, :11], epochs=epochs[:11]
+    )
+    assert np.flatnonzero(np.isin(raw.status, ["dropped", "measured"])).tolist() == [0]
 
 
 def test_an_epoch_that_would_visit_no_case_is_refused_with_the_fix():

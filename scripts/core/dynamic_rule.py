@@ -72,8 +72,8 @@ class DynamicSettings:
         window: epochs the DAD ranking is averaged over (the run's delta_t).
         tail: how the hard tail is chosen ("dad" rule): "fraction" (the lowest ``drop_fraction`` of all
             cases) or "outlier" (the cases whose ranking z-score is below -``drop_z``, at most
-            ``drop_fraction`` of all cases; a data set without outliers drops none; needs a z-score
-            ranking, ``dad_center_pooled`` or ``dad_center_z``).
+            ``drop_fraction`` of all cases; a data set without outliers drops none; with ``score="dad"``
+            the z-score is DAD's robust z over all cases).
         drop_fraction: share of all cases dropped ("fraction") or the most dropped ("outlier").
         drop_z: the outlier tail's threshold k (> 0).
         easy_fraction: share of all cases thinned as the easy head ("dad" rule).
@@ -127,11 +127,8 @@ class DynamicSettings:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.tail not in TAILS:
             problems.append(f"tail {self.tail!r} is not one of {TAILS}")
-        if self.tail == "outlier" and (self.drop_z <= 0 or self.score == "dad"):
-            problems.append(
-                f"the outlier tail needs drop_z > 0 and a z-score ranking (dad_center_pooled, dad_center_z),"
-                f" got drop_z {self.drop_z} with score {self.score!r}"
-            )
+        if self.tail == "outlier" and not self.drop_z > 0:
+            problems.append(f"the outlier tail needs drop_z > 0, got {self.drop_z}")
         if self.drop_fraction + self.easy_fraction > 1:
             problems.append(f"drop_fraction + easy_fraction = {self.drop_fraction + self.easy_fraction} > 1")
         if problems:
@@ -284,7 +281,9 @@ def plan_epoch(
         score = _ranking_score(dice, epochs, epoch, settings, centers)
         ranked = np.flatnonzero(~np.isnan(score))
         order = ranked[np.argsort(score[ranked], kind="stable")]  # hardest first
-        dropped = hard_tail(score, settings.drop_fraction, settings.drop_z if settings.tail == "outlier" else None)
+        # the outlier tail needs a z-score: raw DAD's is its robust z over all cases (the same order)
+        tail_score = robust_center_zscore(score) if settings.score == "dad" else score
+        dropped = hard_tail(tail_score, settings.drop_fraction, settings.drop_z if settings.tail == "outlier" else None)
         n_easy = min(math.floor(settings.easy_fraction * n + 1e-9), len(order) - len(dropped))
         status[dropped] = "measured" if epoch % settings.measure_interval == 0 else "dropped"
         if phase == "prune" and n_easy:
