@@ -17,7 +17,8 @@ Arms (name: overrides on configs/dynamic.yaml):
 - ``dynamic``: the dad rule with its defaults (ranked by dad_center_z); ``dynamic_center_z`` /
   ``dynamic_dad``: ranked by dad_center_z / raw DAD explicitly; ``dynamic_matched``: matched iterations;
   ``dynamic_fraction`` / ``dynamic_outlier``: the hard tail as the lowest 10% of the cases / as the cases
-  below z = -3 (at most 20%); ``dynamic_outlier_matched``: the latter with matched iterations.
+  below z = -3 (at most 20%); ``dynamic_outlier_matched``: the latter with matched iterations;
+  ``dynamic_outlier_thin``: the latter thinning r = 0.7 of the easiest 60% (about 0.7x the visits).
 - ``dynamic_random``: uniform random per-epoch subsampling, the dynamic arm's visits each epoch.
 - ``infobatch``: Qin et al., ICLR 2024, with the paper's defaults (prune ratio r = 0.5 of the samples whose
   loss is below the mean, kept ones rescaled by 1 / (1 - r), annealing delta = 0.875: the last 12.5% of
@@ -55,6 +56,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "dynamic_fraction": {"dynamic_tail": "fraction", "dynamic_drop_fraction": 0.1},
     "dynamic_outlier": OUTLIER,
     "dynamic_outlier_matched": {**OUTLIER, "dynamic_matched_iterations": True},
+    # thinning enough for about 0.7x the visits: r = 0.7 of the easiest 60%
+    "dynamic_outlier_thin": {**OUTLIER, "dynamic_easy_fraction": 0.6, "dynamic_thin_ratio": 0.7},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
