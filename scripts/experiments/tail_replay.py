@@ -31,6 +31,7 @@ from scripts.core.dynamics import window_stats
 from scripts.data.record import DynamicsRecord
 from scripts.scores.center_norm import pooled_center_zscore
 from scripts.utils.atomic import write_text_atomic
+from scripts.workflows.fault_detection import read_fault_manifest
 
 __all__ = ["tail_mask", "replay_run", "run_tail_replay", "TAIL_RULES"]
 
@@ -61,16 +62,12 @@ def replay_run(
     window, n_epochs = int(info["delta_t"]), int(info["epochs"])
     faults_path = Path(info["dataset_json"]).parent / "faults.csv"
     record = DynamicsRecord.load(run_dir / "dynamics.csv")
-    faulty = np.zeros(len(record.case_ids), dtype=bool)
-    if faults_path.is_file():
-        import csv
-
-        with faults_path.open(newline="") as f:
-            ids = {r["case_id"].strip() for r in csv.DictReader(f) if r.get("case_id")}
-        faulty = np.array([c in ids for c in record.case_ids])
+    faults = read_fault_manifest(faults_path) if faults_path.is_file() else {}
+    faulty = np.array([c in faults for c in record.case_ids], dtype=bool)
     epochs, dice = record.dice_matrix()
     last_prune = n_epochs - math.ceil(anneal_fraction * n_epochs - 1e-9)
-    decisions = [e for e in range(warmup + 1, last_prune + 1) if e - 1 in set(epochs.tolist())]
+    recorded = set(epochs.tolist())
+    decisions = [e for e in range(warmup + 1, last_prune + 1) if e - 1 in recorded]
     out: dict[str, Any] = {"run": str(run_dir), "cases": len(faulty), "faults": int(faulty.sum()),
                            "warmup": warmup, "window": window, "decisions": len(decisions), "rules": {}}  # fmt: skip
     for rule, value in rules:
