@@ -58,6 +58,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "dynamic_outlier_matched": {**OUTLIER, "dynamic_matched_iterations": True},
     # thinning enough for about 0.7x the visits: r = 0.7 of the easiest 60%
     "dynamic_outlier_thin": {**OUTLIER, "dynamic_easy_fraction": 0.6, "dynamic_thin_ratio": 0.7},
+    # the annealing share around InfoBatch's 12.5%: none, or a quarter of the epochs on every kept case
+    "dynamic_outlier_anneal0": {**OUTLIER, "dynamic_anneal_fraction": 0.0},
+    "dynamic_outlier_anneal25": {**OUTLIER, "dynamic_anneal_fraction": 0.25},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
