@@ -283,6 +283,6 @@ def main(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(main)
+    fire_strict(main)

@@ -208,6 +208,6 @@ def main(fix: bool = False, bundle: str | None = None, name: str | None = None, 
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(main)
+    fire_strict(main)

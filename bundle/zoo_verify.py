@@ -98,6 +98,6 @@ def main(path: str, zoo: str, mode: str = "full", unit_tests: bool = False, sche
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(main)
+    fire_strict(main)

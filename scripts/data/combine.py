@@ -511,13 +511,13 @@ def _cli(
 
 
 def main(argv: list[str] | None = None) -> None:
-    import fire
+    from scripts.utils.cli import fire_strict
 
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "datalist":
-        fire.Fire(make_datalist, command=argv[1:], name="scripts.data.combine datalist")
+        fire_strict(make_datalist, command=argv[1:], name="scripts.data.combine datalist")
     else:
-        fire.Fire(_cli, command=argv, name="scripts.data.combine")
+        fire_strict(_cli, command=argv, name="scripts.data.combine")
 
 
 if __name__ == "__main__":

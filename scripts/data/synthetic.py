@@ -494,6 +494,6 @@ def ensure_dataset(dataset_dir: str | Path, **kwargs) -> str:
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(generate_dataset)
+    fire_strict(generate_dataset)

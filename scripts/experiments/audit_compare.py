@@ -111,6 +111,6 @@ def compare_audits(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(compare_audits, serialize=lambda rows: f"{len(rows)} rows: comparison.md written")
+    fire_strict(compare_audits, serialize=lambda rows: f"{len(rows)} rows: comparison.md written")

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import fire
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import HandlersTimeProfiler
@@ -32,6 +31,7 @@ from monai.bundle import ConfigWorkflow
 from scripts.data.record import DynamicsRecord
 from scripts.handlers import DADTracker
 from scripts.utils.atomic import write_json_atomic
+from scripts.utils.cli import fire_strict
 
 __all__ = ["EpochTimer", "UNTRACKED", "run_bench", "train_once", "volume_pass_seconds"]
 
@@ -220,4 +220,4 @@ def _table(result: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    fire.Fire(run_bench, serialize=lambda _: None)  # the table is printed; the numbers are in bench.json
+    fire_strict(run_bench, serialize=lambda _: None)  # the table is printed; the numbers are in bench.json

@@ -368,8 +368,8 @@ def main(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
     install_hook()  # a refused benchmark: the message is the last line
-    fire.Fire(main, serialize=lambda _: None)
+    fire_strict(main, serialize=lambda _: None)

@@ -192,7 +192,7 @@ def run_dynamic_benchmark(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_dynamic_benchmark, serialize=lambda _: None)
+    fire_strict(run_dynamic_benchmark, serialize=lambda _: None)

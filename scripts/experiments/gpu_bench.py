@@ -15,12 +15,12 @@ import sys
 import tempfile
 from typing import Any
 
-import fire
 import torch
 from ignite.engine import Engine, Events
 from scripts.data.record import DynamicsRecord
 from scripts.experiments.bench_overhead import run_bench
 from scripts.handlers import DADTracker
+from scripts.utils.cli import fire_strict
 
 __all__ = ["check_device_accumulation", "gpu_bench"]
 
@@ -57,4 +57,4 @@ def gpu_bench(pairs: int = 2, epochs: int = 20, num_workers: int = 8, work_dir: 
 
 
 if __name__ == "__main__":
-    fire.Fire(gpu_bench)
+    fire_strict(gpu_bench)

@@ -17,11 +17,11 @@ import csv
 import json
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import numpy as np
 from scripts.data.synthetic import center_params, generate_dataset
 from scripts.utils.atomic import atomic_output, write_text_atomic
+from scripts.utils.cli import fire_strict
 
 SMALL_CENTERS = ("center5", "center6")
 NOISY_CENTER = "center6"
@@ -89,4 +89,4 @@ def _noisier(path: Path, folder: Path, sd: float, rng: np.random.Generator) -> s
 
 
 if __name__ == "__main__":
-    fire.Fire(build)
+    fire_strict(build)

@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import fire
 import numpy as np
 from scripts.data.lists import load_datalist
 from scripts.data.synthetic import ensure_dataset
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
+from scripts.utils.cli import fire_strict
 from scripts.workflows.pipeline import ROOT, TRAIN_TO_THE_END, bundle_run
 from scripts.workflows.progress import StageProgress
 
@@ -126,4 +126,4 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire(run_more_data, serialize=lambda _: None)  # the table is printed; the dict is in more_data.json
+    fire_strict(run_more_data, serialize=lambda _: None)  # the table is printed; the dict is in more_data.json

@@ -146,6 +146,6 @@ def _main(dataset_json: str, out_dir: str, fraction: float = 0.1, seed: int = 0)
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(_main)
+    fire_strict(_main)

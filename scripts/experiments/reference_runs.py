@@ -20,13 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import fire
 import numpy as np
 from scripts.core.dynamics import jaccard, window_stats
 from scripts.core.stop_rules import fired_window, spearman, window_curve
 from scripts.core.strategies import select
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import atomic_output, write_csv_atomic, write_text_atomic
+from scripts.utils.cli import fire_strict
 
 logger = logging.getLogger("reference_runs")
 STRATEGIES = ("ambiguous", "easy", "hard")
@@ -245,5 +245,5 @@ def run(
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    fire.Fire({"run": run, "analyze": analyze, "seeds": lambda *dirs, **kw: print(seeds(*dirs, **kw))},
-              serialize=lambda _: None)  # fmt: skip
+    commands = {"run": run, "analyze": analyze, "seeds": lambda *dirs, **kw: print(seeds(*dirs, **kw))}
+    fire_strict(commands, serialize=lambda _: None)

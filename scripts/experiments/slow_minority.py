@@ -16,10 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import fire
 import numpy as np
 from scripts.core.stop_rules import fired_window
 from scripts.experiments.reference_runs import curve_against_final
+from scripts.utils.cli import fire_strict
 
 
 def simulate(
@@ -75,4 +75,4 @@ def table(
 
 
 if __name__ == "__main__":
-    fire.Fire(table)
+    fire_strict(table)

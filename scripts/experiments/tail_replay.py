@@ -120,6 +120,6 @@ def run_tail_replay(*runs: str, warmups: Sequence[int] | None = None, out: str |
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(run_tail_replay)
+    fire_strict(run_tail_replay)

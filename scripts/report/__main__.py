@@ -1,5 +1,5 @@
-import fire
 from scripts.report import make_report
+from scripts.utils.cli import fire_strict
 
 if __name__ == "__main__":
-    fire.Fire(make_report)
+    fire_strict(make_report)

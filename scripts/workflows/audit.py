@@ -209,7 +209,7 @@ def run_audit(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire(run_audit, serialize=lambda r: f"{r['num_cases']} cases audited over {r['settings']['folds']} folds")
+    fire_strict(run_audit, serialize=lambda r: f"{r['num_cases']} cases audited over {r['settings']['folds']} folds")

@@ -204,6 +204,6 @@ def run_fault_detection(
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
-    fire.Fire(run_fault_detection, serialize=lambda rows: f"{len(rows)} rows: fault_detection.md / .csv written")
+    fire_strict(run_fault_detection, serialize=lambda rows: f"{len(rows)} rows: fault_detection.md / .csv written")

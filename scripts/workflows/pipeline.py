@@ -22,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import fire
 import numpy as np
 from scripts.core.strategies import check_settings
 from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
+from scripts.utils.cli import fire_strict
 from scripts.utils.errors import InputError, install_hook
 from scripts.utils.flags import as_bool
 from scripts.workflows.progress import StageProgress, run_logged
@@ -442,15 +442,9 @@ def format_table(results: Mapping[str, Any]) -> str:
                 return f"{values[0]:{fmt}}"
             return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
 
+        names = {"full": "full data", "dad": f"DAD {results['strategy']}", "random": "random"}
         cells = [
-            {
-                "full": "full data",
-                "dad": f"DAD {results['strategy']}",
-                "random": "random",
-                "dynamic": "dynamic (one training)",
-            }[
-                arm
-            ],  # fmt: skip
+            names.get(arm, "dynamic (one training)"),
             str(rs[0]["train_cases"]),
             stat([r["epochs"] for r in rs], ".0f"),
             stat([r.get("train_s", r["wall_s"]) for r in rs], ".0f"),
@@ -491,4 +485,4 @@ def format_table(results: Mapping[str, Any]) -> str:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
     install_hook()  # a refused pipeline: the message is the last line
-    fire.Fire(run_pipeline, serialize=lambda _: None)  # the table is printed; the dict is in pipeline.json
+    fire_strict(run_pipeline, serialize=lambda _: None)  # the table is printed; the dict is in pipeline.json

@@ -186,7 +186,7 @@ def apply_review(review_csv: str, dataset_json: str, out: str) -> str:
 
 
 if __name__ == "__main__":
-    import fire
+    from scripts.utils.cli import fire_strict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    fire.Fire({"make": make_review, "apply": apply_review})
+    fire_strict({"make": make_review, "apply": apply_review})

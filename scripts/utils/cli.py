@@ -1,0 +1,105 @@
+"""The bundle's command-line tools: python-fire, but an option the command does not take is refused first.
+
+Fire calls the function with the options it recognises and only afterwards complains about the rest, so
+``python -m scripts.workflows.pipeline --dataset_dir data/Mine`` trained a whole pipeline on the embedded
+data set before it printed ``Cannot find key: --dataset_dir``. ``fire_strict`` checks every ``--option``
+against the function's signature before anything runs and refuses an unknown one in one line (an
+``InputError``, printed last by ``errors.install_hook``), naming the close matches and, for the tools that
+pass bundle settings on, where those settings go. ``--help`` anywhere shows the help and runs nothing
+(fire itself runs the command when ``--help`` follows other options).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from scripts.utils.errors import InputError, install_hook
+
+__all__ = ["fire_strict", "unknown_options"]
+
+_FIRE_OWN = {"help", "h"}  # fire's flags before the "--" separator
+
+
+def _accepted(fn: Callable[..., Any]) -> tuple[list[str], bool]:
+    """(option names the callable takes, whether it takes any **kwargs)."""
+    params = inspect.signature(fn).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def unknown_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
+    """The ``--options`` in ``args`` (up to fire's ``--`` separator) that ``fn`` does not take, as typed.
+
+    ``--name value``, ``--name=value``, ``--name-with-dashes`` and fire's ``--noname`` for a boolean are
+    recognised; positional values and single-dash short options are left to fire.
+    """
+    names, any_kwargs = _accepted(fn)
+    if any_kwargs:
+        return []
+    known = set(names)
+    unknown = []
+    for token in args:
+        if token == "--":
+            break
+        if not token.startswith("--") or len(token) == 2:
+            continue
+        name = token[2:].split("=", 1)[0].replace("-", "_")
+        if name in known or name in _FIRE_OWN or (name.startswith("no") and name[2:] in known):
+            continue
+        unknown.append(token.split("=", 1)[0])
+    return unknown
+
+
+def _refusal(command: str, fn: Callable[..., Any], option: str) -> str:
+    names, _ = _accepted(fn)
+    name = option[2:].replace("-", "_")
+    close = difflib.get_close_matches(name, names, n=2)
+    hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
+    if "overrides" in names:
+        hint += f"bundle settings go in --overrides, e.g. --overrides \"{{'{name}': ...}}\"; "
+    return (
+        f"{command}: unknown option {option} ({hint}its options are "
+        f"{', '.join('--' + n for n in names)}; see {command} --help)"
+    )
+
+
+def fire_strict(
+    component: Callable[..., Any] | Mapping[str, Callable[..., Any]],
+    command: Sequence[str] | None = None,
+    name: str | None = None,
+    **fire_kwargs: Any,
+) -> Any:
+    """``fire.Fire(component, command, name, **fire_kwargs)``, after refusing unknown options.
+
+    ``component`` is a function, or a mapping of sub-command names to functions (the first argument picks
+    one). The refusal is an ``InputError``: with the hook installed here, its message is the last line
+    printed and the exit status is 1.
+    """
+    import fire
+
+    argv = list(sys.argv[1:] if command is None else command)
+    args, tool = argv, name or f"python -m {_main_module()}"
+    fn: Any = component
+    if isinstance(component, Mapping):
+        fn = component.get(args[0]) if args else None
+        tool = f"{tool} {args[0]}" if fn is not None else tool
+        args = args[1:]
+    install_hook()
+    head = args[: args.index("--")] if "--" in args else args
+    if "--help" in head or "-h" in head:
+        # fire shows help only for a leading --help: after other options it would run the command first
+        return fire.Fire(component, command=[*argv[: len(argv) - len(args)], "--help"], name=name, **fire_kwargs)
+    if callable(fn):
+        unknown = unknown_options(fn, args)
+        if unknown:
+            raise InputError(_refusal(tool, fn, unknown[0]))
+    return fire.Fire(component, command=argv, name=name, **fire_kwargs)
+
+
+def _main_module() -> str:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec.name.removesuffix(".__main__") if spec is not None else sys.argv[0]
