@@ -61,6 +61,9 @@ ARMS: dict[str, dict[str, Any]] = {
     # the annealing share around InfoBatch's 12.5%: none, or a quarter of the epochs on every kept case
     "dynamic_outlier_anneal0": {**OUTLIER, "dynamic_anneal_fraction": 0.0},
     "dynamic_outlier_anneal25": {**OUTLIER, "dynamic_anneal_fraction": 0.25},
+    # r alone around InfoBatch's 0.5, on the default easiest 40%
+    "dynamic_outlier_r3": {**OUTLIER, "dynamic_thin_ratio": 0.3},
+    "dynamic_outlier_r7": {**OUTLIER, "dynamic_thin_ratio": 0.7},
     "dynamic_random": {"dynamic_rule": "random"},
     "infobatch": INFOBATCH,
 }
