@@ -1,6 +1,7 @@
-"""What stage 1 refuses before anything is trained or written, each in one line that says the fix:
+"""What a run refuses before anything is trained or written, each in one line that says the fix:
 a run too short for a DAD window or for one validation, an output folder that cannot be written, an
-image smaller than the patch that nothing pads. (The data set itself: ``scripts.data.checks``.)"""
+image smaller than the patch that nothing pads, a checkpoint that is missing or does not fit the network
+(evaluation, scoring, inference). (The data set itself: ``scripts.data.checks``.)"""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.errors import InputError
 
-__all__ = ["check_run", "check_writable", "planned_sizes", "ready"]
+__all__ = ["check_checkpoint", "check_run", "check_writable", "planned_sizes", "ready"]
 
 
 def check_run(epochs: int, val_interval: int, delta_t: int) -> None:
@@ -97,3 +99,54 @@ def ready(
             f" to them, or a --patch_size of at most {size.astype(int).tolist()}"
         )
     return str(os.path.abspath(dataset_json))
+
+
+def _classes(state: Mapping[str, Any]) -> int | None:
+    """The output channels of a segmentation network's state dict: its last bias's length."""
+    biases = [k for k in state if k.endswith(".bias")]
+    return int(state[biases[-1]].shape[0]) if biases else None
+
+
+def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> str:
+    """``path`` when it is a checkpoint whose weights fit ``network`` (a state dict, or one under
+    ``model`` as the resume checkpoint holds it); else ``InputError`` naming the file and the fix: no such
+    file, not a PyTorch checkpoint, or weights of another shape (another num_classes, channels or preset)."""
+    file = Path(os.path.abspath(path))
+    if not file.is_file():
+        raise InputError(
+            f"checkpoint {file}: no such file; fix: train one first (python -m monai.bundle run training "
+            f"--config_file configs/train.yaml writes <ckpt_dir>/model.pt) or pass --checkpoint PATH"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip or torch's own errors: all mean the same to the user
+        raise InputError(
+            f"checkpoint {file}: not a PyTorch checkpoint this bundle can read ({type(err).__name__}); "
+            f"fix: pass --checkpoint the model.pt a training wrote"
+        ) from err
+    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
+        state = state["model"]
+    expected = network.state_dict()
+    if not isinstance(state, Mapping):
+        raise InputError(f"checkpoint {file}: holds no weights (a {type(state).__name__}); fix: pass a model.pt")
+    have, want = _classes(state), _classes(expected)
+    if have is not None and want is not None and have != want:
+        raise InputError(
+            f"checkpoint {file} was trained for {have} classes (its last layer has {have} outputs) and this "
+            f"config has {want}; fix: pass --num_classes {have}, or the preset it was trained with"
+        )
+    missing = [k for k in expected if k not in state]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or wrong or len(state) != len(expected):
+        detail = (
+            f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there and {tuple(expected[wrong[0]].shape)} here"
+            if wrong
+            else f"{len(missing)} of this network's {len(expected)} weights are not in it"
+            if missing
+            else f"it has {len(state)} weights, this network {len(expected)}"
+        )
+        raise InputError(
+            f"checkpoint {file} does not fit this network ({detail}); fix: pass the network settings it was "
+            f"trained with (the same preset and overrides: channels, patch_size, num_classes)"
+        )
+    return str(file)
