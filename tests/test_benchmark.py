@@ -239,3 +239,17 @@ def test_a_stage1_per_seed(tmp_path):
     # resuming the same work dir with one shared stage 1 would mix what the intervals cover
     with pytest.raises(ValueError, match="another --work_dir"):
         run_benchmark(str(work), arms=["el2n"], keep=[0.5], seeds=[0, 1], runner=runner)
+
+
+def test_the_command_line_passes_the_dynamic_arms_on(monkeypatch):
+    """`python -m scripts.experiments.benchmark ... --dynamic_arms "[...]"` (docs/dynamic_pruning.md) reaches
+    run_benchmark as dynamic_arms, not as its runner."""
+    import scripts.experiments.benchmark as benchmark
+    from scripts.utils.cli import unknown_options
+
+    seen = {}
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda *args, **kwargs: seen.update(args=args, kwargs=kwargs))
+    assert unknown_options(benchmark.main, ["--dynamic_arms", "['dynamic']"]) == []
+    benchmark.main(work_dir="w", dynamic_arms=["dynamic", "infobatch"])
+    assert seen["kwargs"] == {"dynamic_arms": ["dynamic", "infobatch"]}
+    assert seen["args"][0] == "w" and len(seen["args"]) == 9

@@ -138,13 +138,12 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> str:
     missing = [k for k in expected if k not in state]
     wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or wrong or len(state) != len(expected):
-        detail = (
-            f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there and {tuple(expected[wrong[0]].shape)} here"
-            if wrong
-            else f"{len(missing)} of this network's {len(expected)} weights are not in it"
-            if missing
-            else f"it has {len(state)} weights, this network {len(expected)}"
-        )
+        if wrong:
+            detail = f"{wrong[0]} is {tuple(state[wrong[0]].shape)} there and {tuple(expected[wrong[0]].shape)} here"
+        elif missing:
+            detail = f"{len(missing)} of this network's {len(expected)} weights are not in it"
+        else:
+            detail = f"it has {len(state)} weights, this network {len(expected)}"
         raise InputError(
             f"checkpoint {file} does not fit this network ({detail}); fix: pass the network settings it was "
             f"trained with (the same preset and overrides: channels, patch_size, num_classes)"

@@ -333,6 +333,7 @@ def main(
     prune_epoch: int | None = None,
     stratify: bool = False,
     stage1_per_seed: bool = False,
+    dynamic_arms: Sequence[str] = (),
 ) -> None:
     """Every score's pruning against random and the full data, at several kept fractions and seeds.
 
@@ -363,8 +364,21 @@ def main(
         stratify: prune the same fraction within each center.
         stage1_per_seed: a scored stage 1 per seed, so the intervals cover stage 1's noise too (the
             table's noise column says which).
+        dynamic_arms: also the one-training arms of scripts.experiments.dynamic_benchmark in
+            work_dir/dynamic, e.g. "['dynamic','dynamic_random','infobatch']" (docs/dynamic_pruning.md).
     """
-    run_benchmark(work_dir, arms, keep, seeds, preset, overrides, prune_epoch, stratify, stage1_per_seed)
+    run_benchmark(
+        work_dir,
+        arms,
+        keep,
+        seeds,
+        preset,
+        overrides,
+        prune_epoch,
+        stratify,
+        stage1_per_seed,
+        dynamic_arms=dynamic_arms,
+    )
 
 
 if __name__ == "__main__":
