@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import yaml
 from scripts.utils.atomic import atomic_output, write_text_atomic
+from scripts.utils.weights import load_state_dict
 
 logger = logging.getLogger("bundle.export")
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,17 +52,6 @@ __all__ = ["export_bundle", "bundle_version", "load_state_dict", "zip_bundle", "
 
 def bundle_version(root: str | os.PathLike = ROOT) -> str:
     return str(json.loads((Path(root) / "configs" / "metadata.json").read_text())["version"])
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The network weights of a checkpoint: a plain state dict (``model.pt``), or the ``model`` entry of a
-    CheckpointSaver dict (``checkpoint_final.pt``)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        ckpt = ckpt["model"]
-    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(f"{path} holds no state dict of network weights")
-    return ckpt
 
 
 def _copy_tree(src: Path, dst: Path) -> None:

@@ -36,6 +36,10 @@ def test_a_missing_or_unreadable_checkpoint_is_refused(tmp_path: Path) -> None:
     text.write_text("not weights")
     with pytest.raises(InputError, match=r"notes\.pt: not a PyTorch checkpoint"):
         check_checkpoint(text, _unet())
+    no_weights = tmp_path / "counts.pt"
+    torch.save({"epoch": 3, "loss": [0.5, 0.4]}, no_weights)
+    with pytest.raises(InputError, match=r"counts\.pt: holds no network weights"):
+        check_checkpoint(no_weights, _unet())
 
 
 def test_another_networks_checkpoint_names_what_differs(tmp_path: Path) -> None:

@@ -13,15 +13,18 @@ from scripts.utils.errors import InputError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool(calls: list, work_dir: str = "runs/x", dynamic: bool = False, overrides: dict | None = None) -> str:
-    calls.append((work_dir, dynamic, overrides))
-    return "ran"
+def _recording_tool(calls: list):
+    """A command taking three options that records each call in ``calls``."""
+
+    def tool(work_dir: str = "runs/x", dynamic: bool = False, overrides: dict | None = None) -> str:
+        calls.append((work_dir, dynamic, overrides))
+        return "ran"
+
+    return tool
 
 
 def test_unknown_options_by_hand() -> None:
-    def tool(work_dir: str = "", dynamic: bool = False, overrides: dict | None = None) -> None:
-        """Takes three options."""
-
+    tool = _recording_tool([])
     args = ["--work_dir", "a", "--work-dir=b", "--nodynamic", "--dynamic", "--overrides", "{}", "pos", "-w"]
     assert unknown_options(tool, args) == []
     assert unknown_options(tool, ["--work_dir", "a", "--dataset_dir", "d", "--epochs=3"]) == [
@@ -39,8 +42,7 @@ def test_unknown_options_by_hand() -> None:
 def test_an_unknown_option_is_refused_before_the_command_runs() -> None:
     calls: list = []
 
-    def tool(work_dir: str = "runs/x", dynamic: bool = False, overrides: dict | None = None) -> str:
-        return _tool(calls, work_dir, dynamic, overrides)
+    tool = _recording_tool(calls)
 
     with pytest.raises(InputError) as err:
         fire_strict(tool, ["--work_dir", "w", "--dataset_dir", "data/Mine"], name="pipeline")
@@ -77,8 +79,7 @@ def test_sub_commands_are_checked_against_the_chosen_one() -> None:
 def test_help_after_other_options_shows_help_and_runs_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     calls: list = []
 
-    def tool(work_dir: str = "runs/x", dynamic: bool = False, overrides: dict | None = None) -> str:
-        return _tool(calls, work_dir, dynamic, overrides)
+    tool = _recording_tool(calls)
 
     with pytest.raises(SystemExit) as done:
         fire_strict(tool, ["--work_dir", "w", "--help"], name="pipeline")

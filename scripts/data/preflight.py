@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.errors import InputError
+from scripts.utils.weights import load_state_dict
 
 __all__ = ["check_checkpoint", "check_run", "check_writable", "planned_sizes", "ready"]
 
@@ -118,17 +119,15 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module) -> str:
             f"--config_file configs/train.yaml writes <ckpt_dir>/model.pt) or pass --checkpoint PATH"
         )
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_state_dict(file)
+    except ValueError as err:
+        raise InputError(f"checkpoint {file}: holds no network weights; fix: pass a model.pt a training wrote") from err
     except Exception as err:  # pickle, zip or torch's own errors: all mean the same to the user
         raise InputError(
             f"checkpoint {file}: not a PyTorch checkpoint this bundle can read ({type(err).__name__}); "
             f"fix: pass --checkpoint the model.pt a training wrote"
         ) from err
-    if isinstance(state, Mapping) and isinstance(state.get("model"), Mapping):
-        state = state["model"]
     expected = network.state_dict()
-    if not isinstance(state, Mapping):
-        raise InputError(f"checkpoint {file}: holds no weights (a {type(state).__name__}); fix: pass a model.pt")
     have, want = _classes(state), _classes(expected)
     if have is not None and want is not None and have != want:
         raise InputError(

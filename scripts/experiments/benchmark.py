@@ -36,7 +36,7 @@ from scripts.data.subset import Selection, choose_window, export_subset, read_ru
 from scripts.experiments.intervals import paired_interval, t975  # noqa: F401 (re-exported)
 from scripts.scores import SCORES
 from scripts.utils.atomic import write_text_atomic
-from scripts.utils.errors import InputError, install_hook
+from scripts.utils.errors import InputError
 from scripts.workflows.prune import select_by_recorded_score
 
 __all__ = [
@@ -385,5 +385,4 @@ if __name__ == "__main__":
     from scripts.utils.cli import fire_strict
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    install_hook()  # a refused benchmark: the message is the last line
     fire_strict(main, serialize=lambda _: None)

@@ -86,8 +86,8 @@ def fire_strict(
     fn: Any = component
     if isinstance(component, Mapping):
         fn = component.get(args[0]) if args else None
-        tool = f"{tool} {args[0]}" if fn is not None else tool
-        args = args[1:]
+        if fn is not None:
+            tool, args = f"{tool} {args[0]}", args[1:]
     install_hook()
     head = args[: args.index("--")] if "--" in args else args
     if "--help" in head or "-h" in head:

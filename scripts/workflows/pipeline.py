@@ -28,7 +28,7 @@ from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
 from scripts.utils.cli import fire_strict
-from scripts.utils.errors import InputError, install_hook
+from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
 from scripts.workflows.progress import StageProgress, run_logged
 
@@ -432,6 +432,12 @@ def format_table(results: Mapping[str, Any]) -> str:
     head = ["arm", "train cases", "epochs", "train s", "start-up s", "cost × full", "train time × full"]
     head += [f"Dice {c}" for c in centers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    names = {
+        "full": "full data",
+        "dad": f"DAD {results['strategy']}",
+        "random": "random",
+        "dynamic": "dynamic (one training)",
+    }
     for arm in ARMS:
         rs = [r for r in runs if r["arm"] == arm]
         if not rs:
@@ -442,9 +448,8 @@ def format_table(results: Mapping[str, Any]) -> str:
                 return f"{values[0]:{fmt}}"
             return f"{np.mean(values):{fmt}} ± {np.std(values):{fmt}}"
 
-        names = {"full": "full data", "dad": f"DAD {results['strategy']}", "random": "random"}
         cells = [
-            names.get(arm, "dynamic (one training)"),
+            names[arm],
             str(rs[0]["train_cases"]),
             stat([r["epochs"] for r in rs], ".0f"),
             stat([r.get("train_s", r["wall_s"]) for r in rs], ".0f"),
@@ -484,5 +489,4 @@ def format_table(results: Mapping[str, Any]) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(message)s")
-    install_hook()  # a refused pipeline: the message is the last line
     fire_strict(run_pipeline, serialize=lambda _: None)  # the table is printed; the dict is in pipeline.json

@@ -72,12 +72,9 @@ def _bundle_parts(config_files: Sequence[str], overrides: Mapping[str, Any]) -> 
 
 
 def _load_weights(network: Any, checkpoint: str) -> None:
-    import torch
+    from scripts.utils.weights import load_state_dict
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]  # checkpoint_final.pt keeps model, optimizer and scheduler
-    network.load_state_dict(state)
+    network.load_state_dict(load_state_dict(checkpoint))  # model.pt, or checkpoint_final.pt's model entry
     network.eval()
 
 
