@@ -72,7 +72,7 @@ def _rank_record(rank: int, data: list[dict], crops: int) -> np.ndarray:
     engine = Engine(step)
     engine.add_event_handler(Events.EPOCH_STARTED, lambda e: sampler.set_epoch(e.state.epoch))
     record = DynamicsRecord.from_datalist(data, 2)
-    DADTracker(record, "unused_dir", batch_transform=crop_ids, save_rank=-1).attach(engine)
+    DADTracker(record, batch_transform=crop_ids).attach(engine)
     engine.run(loader, max_epochs=1)
     _, dice = record.dice_matrix()
     assert np.all((dice == 1.0) | np.isnan(dice))

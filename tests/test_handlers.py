@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from scripts.data.record import DynamicsRecord, read_dynamics
-from scripts.handlers import DADTracker, MovingDistanceHandler
+from scripts.handlers import DADTracker, MovingDistanceHandler, RecordWriter
 
 CASES = [
     {"case_id": "a", "center": "c1"},
@@ -54,8 +54,9 @@ def test_tracker_patches_equals_independent_dice(tmp_path):
         return {"pred": _logits(pred, num_classes), "label": torch.as_tensor(label)[:, None]}
 
     engine = Engine(step)
-    tracker = DADTracker(DynamicsRecord.from_datalist(CASES, num_classes), tmp_path, batch_transform=lambda b: plan[b])
-    tracker.attach(engine)
+    record = DynamicsRecord.from_datalist(CASES, num_classes)
+    DADTracker(record, batch_transform=lambda b: plan[b]).attach(engine)
+    RecordWriter(record, tmp_path).attach(engine)
     engine.run(list(range(len(plan))), max_epochs=epochs)
 
     table = read_dynamics(tmp_path / "dynamics.csv")
@@ -84,8 +85,8 @@ def test_tracker_hand_worked_and_decollated_output(tmp_path):
 
     engine = Engine(step)
     record = DynamicsRecord(["x"], ["k"], 3)
-    tracker = DADTracker(record, tmp_path, batch_transform=lambda b: ["x"])
-    tracker.attach(engine)
+    DADTracker(record, batch_transform=lambda b: ["x"]).attach(engine)
+    RecordWriter(record, tmp_path).attach(engine)
     engine.run([0], max_epochs=1)
     with open(tmp_path / "dynamics.csv") as f:
         row = next(csv.DictReader(f))
@@ -97,9 +98,9 @@ def test_tracker_hand_worked_and_decollated_output(tmp_path):
 def test_tracker_rejects_bad_settings(tmp_path):
     record = DynamicsRecord.from_datalist(CASES, 2)
     with pytest.raises(ValueError, match="unknown DAD mode"):
-        DADTracker(record, tmp_path, mode="crops")
+        DADTracker(record, mode="crops")
     with pytest.raises(ValueError, match="evaluator"):
-        DADTracker(record, tmp_path, mode="volumes")
+        DADTracker(record, mode="volumes")
     with pytest.raises(ValueError, match="duplicate"):
         DynamicsRecord.from_datalist(CASES + CASES[:1], 2)
 
@@ -200,14 +201,9 @@ def test_volumes_mode_scores_the_evaluator_every_interval(tmp_path):
     evaluator_data = ["a", "b"]
     evaluator.run = lambda: Engine.run(evaluator, evaluator_data, max_epochs=1)  # as MONAI evaluators run()
     trainer = Engine(lambda e, b: None)
-    tracker = DADTracker(
-        DynamicsRecord.from_datalist(cases, 2),
-        tmp_path,
-        mode="volumes",
-        evaluator=evaluator,
-        interval=2,
-        batch_transform=lambda case: [case],
-    )
+    record = DynamicsRecord.from_datalist(cases, 2)
+    RecordWriter(record, tmp_path).attach(trainer)
+    tracker = DADTracker(record, mode="volumes", evaluator=evaluator, interval=2, batch_transform=lambda case: [case])
     tracker.attach(trainer)
     trainer.run([0], max_epochs=5)
     assert len(runs) == 2  # epochs 2 and 4

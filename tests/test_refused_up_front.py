@@ -213,10 +213,14 @@ def _record(tmp_path):
 def test_dynamics_record_cut_mid_line(tmp_path):
     path = _record(tmp_path)
     text = path.read_text()
-    path.write_text(text[: text.rindex(",") - 2])  # the last row (line 3) loses its last cells
-    with pytest.raises(DataError, match=rf"{path}, line 3: the row ends before column") as err:
+    path.write_text(text[: text.rindex(",") - 2])  # the last row (line 3) loses its last cells and its newline
+    with pytest.raises(DataError, match=rf"{path}, line 3: the row ends without its newline") as err:
         read_dynamics(path)
     assert "fix:" in str(err.value)
+    lines = text.splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1][: lines[1].rindex(",")] + "\n" + lines[2])  # line 2 short, newline kept
+    with pytest.raises(DataError, match=rf"{path}, line 2: the row ends before column 'dice_class1'"):
+        read_dynamics(path)
 
 
 def test_dynamics_record_with_a_duplicate_case_epoch_row(tmp_path):

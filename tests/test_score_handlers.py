@@ -8,6 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 from scripts.data.record import DynamicsRecord, read_dynamics
+from scripts.handlers.record_writer import RecordWriter
 from scripts.handlers.score_handlers import CheckpointScorer, ScoreTracker, VolumeScorer
 
 LN3 = math.log(3.0)
@@ -30,6 +31,7 @@ def test_score_tracker_pools_crops_per_case(tmp_path):
     batches = [[{"case_id": "a"}, {"case_id": "b"}]] * 2
     engine = Engine(lambda e, b: _two_voxel_batch())
     ScoreTracker(record, tmp_path, loss_function=_ce).attach(engine)
+    RecordWriter(record, tmp_path).attach(engine)
     engine.run(batches, max_epochs=1)
     table = read_dynamics(tmp_path / "dynamics.csv")
     np.testing.assert_allclose(table["el2n"][:2], [(math.sqrt(0.5) + math.sqrt(0.125)) / 2, math.sqrt(0.5)], 1e-6)
@@ -66,6 +68,7 @@ def test_checkpoint_scorer_vog_over_two_checkpoints(tmp_path):
 
     engine = Engine(step)
     CheckpointScorer(record, tmp_path, net, loader, loss_function=_ce, interval=1).attach(engine)
+    RecordWriter(record, tmp_path).attach(engine)
     engine.run([0], max_epochs=2)
     epochs, vog = record.score_matrix("vog")
     # per-voxel stds over the 2 checkpoints: |6 - 2| / 2 = 2 and 0 -> their mean, 1

@@ -189,8 +189,11 @@ def latest_values(values: np.ndarray, epochs: Sequence[int], before: int) -> np.
     """Each case's most recent non-missing value in an epoch < ``before`` (NaN when none). (n, E) -> (n,)."""
     values = np.asarray(values, dtype=np.float64)
     out = np.full(values.shape[0], np.nan)
-    for j in np.flatnonzero(np.asarray(epochs) < before):
-        out = np.where(np.isnan(values[:, j]), out, values[:, j])
+    for j in np.flatnonzero(np.asarray(epochs) < before)[::-1]:  # newest first: stop once every case has one
+        missing = np.isnan(out)
+        if not missing.any():
+            break
+        out[missing] = values[missing, j]
     return out
 
 

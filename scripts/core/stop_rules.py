@@ -37,6 +37,9 @@ __all__ = [
     "threshold_stop_index",
     "rank_data",
     "window_curve",
+    "window_row",
+    "window_columns",
+    "add_running_max",
     "fired_window",
 ]
 
@@ -193,12 +196,89 @@ def threshold_stop_index(values: Sequence[float], threshold: float) -> int | Non
 RULES = ("distance", "overlap", "noise", "rank")
 
 
+def window_row(
+    window: int,
+    start: int,
+    end: int,
+    cur: tuple[np.ndarray, np.ndarray],
+    prev: tuple[np.ndarray, np.ndarray] | None = None,
+    overlap_rate: float = 0.3,
+    signed: bool = False,
+) -> dict[str, Any]:
+    """The curve's row of window (start, end] from that window's columns and the previous window's alone:
+    its measured cases and noise floor and, against the previous window, L (both forms), the noise terms,
+    the Jaccard overlap of the kept subsets, the Spearman correlation and the movers share. What depends on
+    all rows (the largest L so far, the ratio) is ``add_running_max``'s.
+
+    Args:
+        window: the window's number (from 1).
+        cur, prev: (epochs, dice) of the recorded epochs in (start, end] and in (start - delta_t, start]
+            (``DynamicsRecord.dice_window``); prev None for the first window.
+    """
+    from scripts.core.dynamics import jaccard
+    from scripts.core.strategies import select
+
+    epochs, dice = cur
+    stats = window_stats(dice, epochs, start, end)
+    measured = int(np.sum(~np.isnan(stats[0])))
+    row: dict[str, Any] = {"window": window, "epoch_start": start + 1, "epoch_end": end, "measured": measured}
+    row["window_floor"] = split_half_floor(dice, epochs, start, end, signed=signed)
+    row["half_epochs"] = half_epochs(epochs, start, end)
+    if prev is None:
+        return row
+    delta_t = end - start
+    prev_epochs, prev_dice = prev
+    prev_stats = window_stats(prev_dice, prev_epochs, start - delta_t, start)
+    prev_measured = int(np.sum(~np.isnan(prev_stats[0])))
+    prev_half = half_epochs(prev_epochs, start - delta_t, start)
+    row["distance_abs"] = moving_distance(*prev_stats, *stats, signed=False)
+    row["distance_signed"] = moving_distance(*prev_stats, *stats, signed=True)
+    row["distance"] = row["distance_signed" if signed else "distance_abs"]
+    # the noise both windows of the pair carry; like with like when a half has one epoch
+    full = min(prev_half, row["half_epochs"]) >= 2
+    row["noise_terms"] = "mean+variability" if full else "mean"
+    if full:
+        row["noise_distance"] = row["distance"]
+        floors = [split_half_floor(prev_dice, prev_epochs, start - delta_t, start, signed=signed), row["window_floor"]]
+    else:
+        row["noise_distance"] = _distance(prev_stats, stats, signed, variability=False)
+        floors = [split_half_floor(d, e, a, b, signed, variability=False)
+                  for (e, d), (a, b) in ((prev, (start - delta_t, start)), (cur, (start, end)))]  # fmt: skip
+    row["noise_floor"] = float(np.mean(floors))
+    # subsets picked from a window without measurements mean nothing: no overlap either
+    empty = measured == 0 or prev_measured == 0
+    kept, prev_kept = select(stats[0], overlap_rate, "ambiguous"), select(prev_stats[0], overlap_rate, "ambiguous")
+    row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
+    row["spearman"] = spearman(prev_stats[0], stats[0])
+    both = np.concatenate([prev_epochs, epochs]), np.concatenate([prev_dice, dice], axis=1)
+    row["movers"] = movers_share(both[1], both[0], (start - delta_t, start), (start, end))
+    return row
+
+
+def add_running_max(rows: Sequence[dict[str, Any]]) -> None:
+    """Each pair row's largest L so far (``max_distance``, undefined L left out) and its L over that
+    (``ratio``), in place: a pass over scalars."""
+    largest = -np.inf
+    for row in rows[1:]:
+        largest = largest if np.isnan(row["distance"]) else max(largest, row["distance"])
+        row["max_distance"] = largest if largest > -np.inf else float("nan")
+        row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
+
+
+def window_columns(epochs: np.ndarray, dice: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, dice) of the epochs in (start, end] of a whole record's matrix."""
+    inside = (np.asarray(epochs) > start) & (np.asarray(epochs) <= end)
+    return np.asarray(epochs)[inside], np.asarray(dice)[:, inside]
+
+
 def window_curve(
     epochs: np.ndarray, dice: np.ndarray, last_epoch: int, delta_t: int, overlap_rate: float = 0.3, signed: bool = False
 ) -> list[dict[str, Any]]:
     """Every complete window of ``delta_t`` epochs up to ``last_epoch``: its measured cases and noise
     floor, and against the previous window L (both forms), the Jaccard overlap of the subsets the
-    ambiguous strategy keeps at ``overlap_rate``, and the Spearman correlation of the DAD.
+    ambiguous strategy keeps at ``overlap_rate``, and the Spearman correlation of the DAD (``window_row``
+    for each window, then ``add_running_max``). The whole curve recomputed from the whole record; the
+    moving-distance handler computes each window's row once (the same rows).
 
     The noise rule compares ``noise_distance`` with ``noise_floor``: L and the split-half floor, or,
     when a half of either window holds a single recorded epoch (its σ is 0, see ``split_half_floor``),
@@ -208,45 +288,15 @@ def window_curve(
     Args:
         epochs, dice: ``DynamicsRecord.dice_matrix()``: epochs (n_epochs,), Dice (n_cases, n_epochs).
     """
-    from scripts.core.dynamics import jaccard, window_bounds
-    from scripts.core.strategies import select
+    from scripts.core.dynamics import window_bounds
 
     rows: list[dict[str, Any]] = []
-    prev = prev_kept = None
+    prev = None
     for w, (start, end) in enumerate(window_bounds(last_epoch, delta_t), start=1):
-        stats = window_stats(dice, epochs, start, end)
-        measured = int(np.sum(~np.isnan(stats[0])))
-        kept = select(stats[0], overlap_rate, "ambiguous")
-        row: dict[str, Any] = {"window": w, "epoch_start": start + 1, "epoch_end": end, "measured": measured}
-        row["window_floor"] = split_half_floor(dice, epochs, start, end, signed=signed)
-        row["half_epochs"] = half_epochs(epochs, start, end)
-        if prev is not None:
-            row["distance_abs"] = moving_distance(*prev, *stats, signed=False)
-            row["distance_signed"] = moving_distance(*prev, *stats, signed=True)
-            row["distance"] = row["distance_signed" if signed else "distance_abs"]
-            # the noise both windows of the pair carry; like with like when a half has one epoch
-            full = min(rows[-1]["half_epochs"], row["half_epochs"]) >= 2
-            row["noise_terms"] = "mean+variability" if full else "mean"
-            if full:
-                row["noise_distance"] = row["distance"]
-                floors = [rows[-1]["window_floor"], row["window_floor"]]
-            else:
-                row["noise_distance"] = _distance(prev, stats, signed, variability=False)
-                bounds = (start - delta_t, start), (start, end)
-                floors = [split_half_floor(dice, epochs, a, b, signed, variability=False) for a, b in bounds]
-            row["noise_floor"] = float(np.mean(floors))
-            # subsets picked from a window without measurements mean nothing: no overlap either
-            empty = measured == 0 or rows[-1]["measured"] == 0
-            row["kept_jaccard"] = float("nan") if empty else jaccard(prev_kept, kept)
-            row["spearman"] = spearman(prev[0], stats[0])
-            row["movers"] = movers_share(dice, epochs, (start - delta_t, start), (start, end))
-        rows.append(row)
-        prev, prev_kept = stats, kept
-    largest = -np.inf
-    for row in rows[1:]:
-        largest = largest if np.isnan(row["distance"]) else max(largest, row["distance"])
-        row["max_distance"] = largest if largest > -np.inf else float("nan")
-        row["ratio"] = row["distance"] / largest if largest > 0 else float("nan")
+        cur = window_columns(epochs, dice, start, end)
+        rows.append(window_row(w, start, end, cur, prev, overlap_rate, signed))
+        prev = cur
+    add_running_max(rows)
     return rows
 
 

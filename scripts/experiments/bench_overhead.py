@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -125,14 +124,13 @@ def volume_pass_seconds(config_file: Sequence[str], overrides: Mapping[str, Any]
     evaluator = workflow.parser.get_parsed_content("train#volume_evaluator")
     datalist = workflow.parser.get_parsed_content("train_datalist")
     record = DynamicsRecord.from_datalist(datalist, workflow.parser.get_parsed_content("num_classes"))
-    with tempfile.TemporaryDirectory() as tmp:
-        driver = Engine(lambda engine, batch: None)  # one "epoch" whose end runs the scoring pass
-        DADTracker(record, tmp, mode="volumes", evaluator=evaluator).attach(driver)
-        start = time.perf_counter()
-        driver.run([0], max_epochs=1)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+    driver = Engine(lambda engine, batch: None)  # one "epoch" whose end runs the scoring pass
+    DADTracker(record, mode="volumes", evaluator=evaluator).attach(driver)
+    start = time.perf_counter()
+    driver.run([0], max_epochs=1)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
     workflow.finalize()
     return {"seconds": seconds, "cases": len(datalist), "seconds_per_case": seconds / len(datalist)}
 

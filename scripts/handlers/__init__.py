@@ -1,9 +1,10 @@
 """Ignite handlers in MONAI's style (``attach(engine)``, per-rank gathering, ``save_rank`` writes): the
-DAD tracker, the moving distance and stop rule, the subset export, the score handlers, resume and
-experiment tracking."""
+DAD tracker, the record's writer, the moving distance and stop rule, the subset export, the score handlers,
+resume and experiment tracking."""
 
 from scripts.handlers.dad_tracker import DADTracker
 from scripts.handlers.moving_distance import MovingDistanceHandler
+from scripts.handlers.record_writer import RecordWriter
 from scripts.handlers.resume import ResumeCheckpoint
 from scripts.handlers.score_handlers import CheckpointScorer, ScoreTracker, VolumeScorer
 from scripts.handlers.subset_export import SubsetExportHandler
@@ -14,6 +15,7 @@ __all__ = [
     "DADTracker",
     "DADTrackingLogger",
     "MovingDistanceHandler",
+    "RecordWriter",
     "ResumeCheckpoint",
     "ScoreTracker",
     "SubsetExportHandler",

@@ -8,9 +8,7 @@ the record does not depend on how many processes trained.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
@@ -63,27 +61,22 @@ class DADTracker:
 
     Args:
         record: the per-case record to fill (its cases and classes); every epoch gets a row for each
-            case, missing where the case was not seen or its Dice is undefined.
-        output_dir: where the record is written (``filename``, CSV, rewritten atomically each epoch).
+            case, missing where the case was not seen or its Dice is undefined. ``RecordWriter`` writes it.
         mode: "patches" or "volumes".
         evaluator: the engine that infers the training volumes ("volumes" mode only).
         interval: epochs between volume evaluations ("volumes" mode only).
         output_transform: engine.state.output -> (logits or probabilities (B, C, ...), label (B, 1, ...)).
         batch_transform: engine.state.batch -> the case id of each item.
-        save_rank: the rank that writes the file.
     """
 
     def __init__(
         self,
         record: DynamicsRecord,
-        output_dir: str | os.PathLike,
-        filename: str = "dynamics.csv",
         mode: str = "patches",
         evaluator: Engine | None = None,
         interval: int = 1,
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable = CASE_IDS,
-        save_rank: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown DAD mode {mode!r}; expected one of {MODES}")
@@ -93,13 +86,11 @@ class DADTracker:
             raise ValueError(f"interval must be >= 1, got {interval}")
         self.record = record
         self.num_classes = record.num_classes
-        self.path = Path(output_dir) / filename
         self.mode = mode
         self.evaluator = evaluator
         self.interval = interval
         self.output_transform = output_transform
         self.batch_transform = batch_transform
-        self.save_rank = save_rank
         self.logger = logging.getLogger("DADTracker")
         self._rows: list[int] = []  # the record row of every counted item this epoch
         self._counts: list[torch.Tensor] = []  # per-iteration (B, 3, C-1) counts, on the outputs' device
@@ -158,9 +149,7 @@ class DADTracker:
                 return
             self.evaluator.run()
         self.record.add_pooled_epoch(epoch, self.mode, *self._pooled())
-        if idist.get_rank() == self.save_rank:
-            self.record.save(self.path)
-        latest = self.record.dice_matrix()[1][:, -1]
+        latest = self.record.case_dice(epoch)
         measured = latest[~np.isnan(latest)]
         mean = measured.mean() if measured.size else float("nan")
         loss = engine.state.metrics.get("train_loss")  # the trainer's key metric, computed before the handlers run

@@ -34,7 +34,6 @@ from monai.handlers import from_engine
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
 from scripts.data.record import DynamicsRecord
-from scripts.handlers.resume import ResumeCheckpoint
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
 from torch.utils.data import DistributedSampler, Subset
@@ -124,15 +123,18 @@ class DynamicSampler(DistributedSampler):
     def plan_for(self, epoch: int) -> EpochPlan:
         """The plan of ``epoch`` from the record's epochs before it (a pure function of record, seed, epoch)."""
         s = self.settings
-        epochs, dice = self.record.dice_matrix()
-        loss = None
+        dice = loss = None
         if s.rule == "infobatch":
-            if self.loss_score not in self.record.score_names and epochs.size:
+            if self.loss_score not in self.record.score_names and self.record.epochs:
                 raise ValueError(
                     f"the infobatch rule reads the per-case loss column {self.loss_score!r}, which the record "
                     f"lacks (it has {self.record.score_names}); run with --score_patches True"
                 )
-            loss = self.record.score_matrix(self.loss_score)[1] if epochs.size else np.full_like(dice, np.nan)
+            epochs = np.asarray(self.record.epochs, dtype=np.int64)
+            loss = (self.record.score_matrix(self.loss_score)[1] if self.loss_score in self.record.score_names
+                    else np.full((len(self.record.case_ids), 0), np.nan))  # fmt: skip
+        else:  # the dad rule ranks by the window before the epoch: its epochs only, whatever the epochs recorded
+            epochs, dice = self.record.dice_window(epoch - 1 - s.window, epoch - 1)
         budget = None
         if s.rule == "random":
             if not self.budget or epoch > len(self.budget):
@@ -184,7 +186,7 @@ class DynamicPruning:
     Args:
         sampler: the training loader's ``DynamicSampler``.
         record: the dynamics record (the same object the sampler and the DAD tracker hold).
-        output_dir: where ``dynamic_cost.csv``, ``dynamic_summary.json`` and the record are written.
+        output_dir: where ``dynamic_cost.csv`` and ``dynamic_summary.json`` are written.
         network: the network measured on the dropped cases (a DDP wrapper is unwrapped).
         measure_dataset: the training cases with the measurement transform (record order): training
             crops by default (the patch Dice's scale), or whole volumes.
@@ -192,7 +194,6 @@ class DynamicPruning:
         loss_function: the per-item loss the reweighting recomputes (the trainer's).
         device: where the measured batches go.
         amp: autocast the measurement pass (CUDA only).
-        record_path: the record file, rewritten after the visit column is set.
         batch_size: the training loader's batch size (the epoch's iteration count).
         output_transform / batch_transform: the trainer's (pred, label) and the batch's case ids.
         save_rank: the rank that writes.
@@ -210,7 +211,6 @@ class DynamicPruning:
         batch_size: int,
         device: Any = "cpu",
         amp: bool = False,
-        record_path: str | os.PathLike | None = None,
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable | None = None,
         save_rank: int = 0,
@@ -218,7 +218,6 @@ class DynamicPruning:
         self.sampler = sampler
         self.record = record
         self.output_dir = Path(output_dir)
-        self.record_path = Path(record_path) if record_path else self.output_dir / "dynamics.csv"
         self.network = network
         self.measure_dataset = measure_dataset
         self.inferer = inferer
@@ -250,16 +249,10 @@ class DynamicPruning:
         ):
             if not engine.has_event_handler(fn, event):
                 engine.add_event_handler(event, fn)
+        # after the DAD tracker (attached before); ResumeCheckpoint and RecordWriter register their epoch
+        # handlers when the run starts, so the checkpoint and the record of an epoch hold its visits and cost
         if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
-            # before ResumeCheckpoint's save (attached earlier), so the checkpoint of an epoch holds its
-            # visits and cost: take those saves off, add this handler, put them back after it
-            saves = [h for h, *_ in engine._event_handlers[Events.EPOCH_COMPLETED]
-                     if isinstance(getattr(h, "__self__", None), ResumeCheckpoint)]  # fmt: skip
-            for h in saves:
-                engine.remove_event_handler(h, Events.EPOCH_COMPLETED)
             engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
-            for h in saves:
-                engine.add_event_handler(Events.EPOCH_COMPLETED, h)
 
     def started(self, engine: Engine) -> None:
         """After ``ResumeCheckpoint`` (attached before): check a restored state belongs to this run."""
@@ -395,7 +388,6 @@ class DynamicPruning:
                "measure_s": round(measure_s, 3), "trained_items": trained_items}  # fmt: skip
         state["cost"] = [r for r in state["cost"] if r["epoch"] < epoch] + [row]
         if idist.get_rank() == self.save_rank:
-            self.record.save(self.record_path)
             self.write_cost(state["cost"], len(self.record.case_ids), engine.state.max_epochs)
         self.logger.info(
             f"epoch {epoch} ({plan.phase}): {counts['visits']} visits, {counts['thinned']} thinned, "

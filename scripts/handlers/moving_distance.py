@@ -14,7 +14,8 @@ from typing import Any
 import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine, Events
-from scripts.core.stop_rules import RULES, fired_window, window_curve
+from scripts.core.dynamics import window_bounds
+from scripts.core.stop_rules import RULES, add_running_max, fired_window, window_row
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
@@ -151,6 +152,9 @@ class MovingDistanceHandler:
         self.save_rank = save_rank
         self.prune_epoch: int | None = None
         self.logger = logging.getLogger("MovingDistanceHandler")
+        # each window's row, computed once: {window: (the record's version of its epochs and the previous
+        # window's, row)}; a row is computed again only when one of those epochs changed
+        self._rows: dict[int, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def attach(self, engine: Engine) -> None:
         if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
@@ -158,9 +162,19 @@ class MovingDistanceHandler:
 
     def curve(self, last_epoch: int) -> list[dict[str, Any]]:
         """The moving-distance curve of the record's complete windows up to ``last_epoch``, with the rule's
-        window marked ``stop``."""
-        epochs, dice = self.record.dice_matrix()
-        rows = window_curve(epochs, dice, last_epoch, self.delta_t, self.overlap_rate, self.signed)
+        window marked ``stop``: ``scripts.core.stop_rules.window_curve``'s rows, each window's computed from
+        its own epochs and the previous window's only when those changed, so a new window costs the same
+        however many epochs came before it."""
+        rows = []
+        for w, (start, end) in enumerate(window_bounds(last_epoch, self.delta_t), start=1):
+            version = self.record.version(start - self.delta_t, end)
+            if w not in self._rows or self._rows[w][0] != version:
+                prev = self.record.dice_window(start - self.delta_t, start) if w > 1 else None
+                row = window_row(w, start, end, self.record.dice_window(start, end), prev, self.overlap_rate,
+                                 self.signed)  # fmt: skip
+                self._rows[w] = (version, row)
+            rows.append(dict(self._rows[w][1]))
+        add_running_max(rows)
         fired = fired_window(
             rows,
             self.rule,

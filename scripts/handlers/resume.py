@@ -1,10 +1,11 @@
 """Resuming a killed stage-1 run: a checkpoint of everything training needs (model, optimizer, scheduler,
 the trainer's epoch, the scores' cross-epoch state such as VoG's accumulators) written atomically at the
-end of every epoch, and loaded, with the dynamics record cut back to the same epoch, when the run is
-started again with ``resume``.
+end of every epoch, after every other epoch handler and after the epoch's record rows are on disk, and
+loaded, with the dynamics record file cut back to the same epoch, when the run is started again with
+``resume``.
 
-Epochs after the checkpoint (one the kill interrupted, or whose record was written just before the kill)
-are dropped from the record and trained again, so the record ends with exactly one row per (case, epoch).
+Epochs after the checkpoint (one the kill interrupted, or whose rows were written just before the kill)
+are cut from the record file and trained again, so the record ends with exactly one row per (case, epoch).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from scripts.data.record import DynamicsRecord
+from scripts.handlers.record_writer import RecordWriter
 from scripts.utils.atomic import atomic_output
 from scripts.utils.flags import as_bool
 
@@ -30,11 +31,14 @@ class ResumeCheckpoint:
     """Ignite handler: save ``save_dict`` and the trainer's state every epoch; with ``resume``, load them
     when training starts (Ignite's ``Checkpoint.load_objects``, as MONAI's ``CheckpointLoader`` does).
 
+    The save is registered when the run starts, so it comes after every epoch handler attached before the
+    run (a handler's state of the epoch, e.g. dynamic pruning's, is in the checkpoint of that epoch).
+
     Args:
         ckpt_dir: where ``filename`` is written.
         save_dict: objects with ``state_dict``/``load_state_dict`` (model, optimizer, lr scheduler).
-        record: the stage-1 dynamics record to cut back to the checkpoint's epoch on resume.
-        record_path: the record file of the interrupted run (``dynamics.csv``).
+        writer: the dynamics record's writer: it writes the epoch's rows before each checkpoint, and on
+            resume restores the record and cuts its file back to the checkpoint's epoch.
         resume: load the checkpoint when training starts (a missing checkpoint starts from epoch 1).
         map_location: where tensors are loaded.
         save_rank: the rank that writes.
@@ -44,8 +48,7 @@ class ResumeCheckpoint:
         self,
         ckpt_dir: str | os.PathLike,
         save_dict: Mapping[str, Any],
-        record: DynamicsRecord | None = None,
-        record_path: str | os.PathLike | None = None,
+        writer: RecordWriter | None = None,
         resume: bool = False,
         filename: str = "resume.pt",
         map_location: Any = "cpu",
@@ -53,8 +56,7 @@ class ResumeCheckpoint:
     ) -> None:
         self.path = Path(ckpt_dir) / filename
         self.save_dict = dict(save_dict)
-        self.record = record
-        self.record_path = None if record_path is None else Path(record_path)
+        self.writer = writer
         self.resume = as_bool(resume, "resume")
         self.map_location = map_location
         self.save_rank = save_rank
@@ -63,10 +65,16 @@ class ResumeCheckpoint:
     def attach(self, engine: Engine) -> None:
         if self.resume and not engine.has_event_handler(self.load, Events.STARTED):
             engine.add_event_handler(Events.STARTED, self.load)
+        if not engine.has_event_handler(self._attach_last, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._attach_last)
+
+    def _attach_last(self, engine: Engine) -> None:
         if not engine.has_event_handler(self.save, Events.EPOCH_COMPLETED):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def save(self, engine: Engine) -> None:
+        if self.writer is not None:
+            self.writer(engine)  # the epoch's rows first (a no-op when the writer ran already)
         if idist.get_rank() != self.save_rank:
             return
         state = {k: v.state_dict() for k, v in self.save_dict.items()}
@@ -90,9 +98,6 @@ class ResumeCheckpoint:
         if "epoch" in checkpoint:  # checkpoints from before it was saved: Ignite's iteration // epoch_length
             engine.state.epoch = int(checkpoint["epoch"])
         epoch = engine.state.epoch
-        if self.record is not None and self.record_path is not None and self.record_path.is_file():
-            kept = self.record.restore(self.record_path, up_to_epoch=epoch)
-            self.logger.info(
-                f"resume: dynamics record restored for epochs {kept[:1]}..{kept[-1:]} of {self.record_path}"
-            )
+        if self.writer is not None:
+            self.writer.restore(up_to_epoch=epoch)
         self.logger.info(f"resume: continuing after epoch {epoch} from {self.path}")

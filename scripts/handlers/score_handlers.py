@@ -141,7 +141,8 @@ class ScoreTracker(_Timed):
     """EL2N, EL2Nx and per-case loss from the training forward pass, pooled per case every epoch.
 
     Args:
-        record: the record the ``DADTracker`` fills; its file is rewritten at ``output_dir/filename``.
+        record: the record the ``DADTracker`` fills (``RecordWriter`` writes it).
+        output_dir: where ``score_cost.json`` is written.
         scores: any of ``PATCH_SCORES``.
         loss_function: the training loss (needed for "loss"), called on one item at a time.
         output_transform: engine.state.output -> (logits (B, C, ...), label (B, 1, ...)).
@@ -154,7 +155,6 @@ class ScoreTracker(_Timed):
         output_dir: str | os.PathLike,
         scores: Sequence[str] = PATCH_SCORES,
         loss_function: Callable | None = None,
-        filename: str = "dynamics.csv",
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable = CASE_IDS,
         save_rank: int = 0,
@@ -163,7 +163,6 @@ class ScoreTracker(_Timed):
         if "loss" in self.scores and loss_function is None:
             raise ValueError("the 'loss' score needs the training loss_function")
         self.record = record
-        self.path = Path(output_dir) / filename
         self.loss_function = loss_function
         self.output_transform = output_transform
         self.batch_transform = batch_transform
@@ -208,8 +207,6 @@ class ScoreTracker(_Timed):
             means = _pool(self.record, ids, sums)
             columns = {"el2n": means[:, 0], "el2nx": means[:, 1], "loss": means[:, 2]}
             self.record.add_scores(engine.state.epoch, {k: columns[k] for k in self.scores})
-            if idist.get_rank() == self.save_rank:
-                self.record.save(self.path)
 
 
 class ScoreState:
@@ -244,7 +241,8 @@ class CheckpointScorer(_Timed):
     network still sees the padded volume: its receptive field and normalisation are as in training).
 
     Args:
-        record: the per-case record (its file is rewritten at ``output_dir/filename``).
+        record: the per-case record (``RecordWriter`` writes it).
+        output_dir: where ``score_cost.json`` is written.
         network: the network being trained.
         data_loader: the training cases, deterministic transforms only, spatially divisible for the
             network, with ``image``, ``label``, ``case_id`` and, when it pads, ``mask``.
@@ -265,7 +263,6 @@ class CheckpointScorer(_Timed):
         loss_function: Callable | None = None,
         interval: int = 5,
         device: str | torch.device = "cpu",
-        filename: str = "dynamics.csv",
         save_rank: int = 0,
         state: ScoreState | None = None,
     ) -> None:
@@ -275,7 +272,6 @@ class CheckpointScorer(_Timed):
         if interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
         self.record = record
-        self.path = Path(output_dir) / filename
         self.network = network
         self.data_loader = data_loader
         self.loss_function = loss_function
@@ -370,8 +366,6 @@ class CheckpointScorer(_Timed):
             torch.set_rng_state(rng_state)
         with self._timed("checkpoint_record"):
             self.record.add_scores(epoch, {k: np.asarray(v) for k, v in values.items()}, case_ids=ids)
-            if idist.get_rank() == self.save_rank:
-                self.record.save(self.path)
         self.logger.info(f"epoch {epoch}: {', '.join(self.scores)} of {len(ids)} training volumes recorded")
 
 
