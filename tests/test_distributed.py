@@ -55,6 +55,13 @@ def test_torch_counts_match_numpy():
     np.testing.assert_array_equal(foreground_counts_torch(classes, label.float(), 4).numpy(), expected)
     with pytest.raises(ValueError, match="does not match"):
         foreground_counts_torch(classes, label[:, :, :4], 4)
+    # label values of no class (-1, 4, 255) are no class's label; each item's counts stay its own
+    odd = label.clone()
+    odd[0, 0, 0] = -1
+    odd[1, 0, 1] = 4
+    odd[2, 0, 2] = 255
+    expected = foreground_counts(logits.numpy().argmax(axis=1), odd[:, 0].numpy(), 4)
+    np.testing.assert_array_equal(foreground_counts_torch(classes, odd, 4).numpy(), expected)
 
 
 def _rank_record(rank: int, data: list[dict], crops: int) -> np.ndarray:

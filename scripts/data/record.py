@@ -14,10 +14,9 @@ or the columns changed; ``save`` writes the whole file.
 from __future__ import annotations
 
 import bisect
-import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +31,10 @@ BASE_FIELDS = ("epoch", "case_id", "center", "source", "n_items", "dice")
 VISIT_FIELD = "visit"
 
 
-def _fmt(value: float) -> str:
-    """Missing values are empty cells, which csv readers, numpy and pandas read as missing."""
-    return "" if math.isnan(value) else f"{value:.8g}"
+def _fmt_column(values: np.ndarray) -> list[str]:
+    """Cells of 8 significant digits; missing values are empty cells, which csv readers, numpy and pandas
+    read as missing."""
+    return ["" if v != v else f"{v:.8g}" for v in values.tolist()]  # v != v: NaN
 
 
 def read_dynamics(path: str | os.PathLike, data: bytes | None = None) -> Mapping[str, np.ndarray]:
@@ -311,26 +311,25 @@ class DynamicsRecord:
     # ---- the table ----
     def rows(self, epochs: Sequence[int] | None = None) -> list[list[str]]:
         """The CSV rows of ``epochs`` (default all), one per case per epoch, in epoch then case order."""
-        out = []
-        visits = bool(self._visits)
-        scores = list(self._scores.values())
+        return [row for block in self._blocks(epochs) for row in block]
+
+    def _blocks(self, epochs: Sequence[int] | None = None) -> Iterator[list[list[str]]]:
+        """The rows of each epoch in turn (a whole file is written block by block, never all in memory);
+        each column is formatted at once, from plain floats (numpy scalars format several times slower)."""
+        visits, n = bool(self._visits), len(self.case_ids)
         for e in self.epochs if epochs is None else sorted(int(e) for e in epochs):
             j = self._require(e)
-            source, epoch = self._source[j], str(e)
-            class_dice, dice, n_items = self._class_dice.data[j], self._case_dice.data[j], self._n_items.data[j]
-            status = self._visits.get(e)
-            for i, case in enumerate(self.case_ids):
-                out.append(
-                    [epoch, case, self.centers[i], source, str(int(n_items[i])), _fmt(dice[i])]
-                    + [_fmt(v) for v in class_dice[i]]
-                    + ([status[i] if status is not None else ""] if visits else [])
-                    + [_fmt(col.data[j, i]) for col in scores]
-                )
-        return out
+            columns = [[str(e)] * n, self.case_ids, self.centers, [self._source[j]] * n,
+                       [str(k) for k in self._n_items.data[j].tolist()], _fmt_column(self._case_dice.data[j]),
+                       *(_fmt_column(c) for c in self._class_dice.data[j].T)]  # fmt: skip
+            if visits:
+                columns.append(self._visits[e].tolist() if e in self._visits else [""] * n)
+            columns.extend(_fmt_column(col.data[j]) for col in self._scores.values())
+            yield [list(row) for row in zip(*columns)]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the whole record atomically; a later ``write`` to the same path appends to it."""
-        path = write_table(path, self.fields, self.rows())
+        path = write_table(path, self.fields, self._blocks())
         self._file = (Path(path), self.fields, self._epoch_list[-1] if self._epoch_list else 0)
         self._changed.clear()
         return path

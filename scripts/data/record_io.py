@@ -1,8 +1,8 @@
 """The dynamics record on disk: a plain CSV a user can open, written a whole file at a time or one epoch's
 rows at a time, and read back with pandas under checks that refuse a file cut anywhere.
 
-Writing: ``write_table`` replaces the file atomically; ``append_rows`` adds rows at its end and syncs them
-to disk (a training run appends each epoch once, so its cost does not grow with the epochs recorded);
+Writing: ``write_table`` replaces the file atomically; ``append_rows`` adds rows at its end (a training run
+appends each epoch once, so its cost does not grow with the epochs recorded);
 ``prefix_through_epoch`` finds where a resumed run cuts the file (the epochs after its checkpoint go).
 
 Reading (``read_table``): every line must end with a newline and hold the header's number of fields, every
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from scripts.data.checks import DataError
-from scripts.utils.atomic import write_text_atomic
+from scripts.utils.atomic import atomic_output
 
 __all__ = ["RecordFileError", "TEXT_FIELDS", "append_rows", "prefix_through_epoch", "read_table", "write_table"]
 
@@ -33,26 +33,30 @@ class RecordFileError(DataError):
     """A dynamics record file that cannot be read as one: the message names the file, the line and the fix."""
 
 
-def _csv_text(rows: Iterable[Sequence[str]], header: Sequence[str] | None = None) -> str:
+def _csv_text(rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header is not None:
-        writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
-def write_table(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
-    """The whole file: header and rows, written atomically (a reader sees the old file or the new one)."""
-    return write_text_atomic(path, _csv_text(rows, header))
+def write_table(path: str | os.PathLike, header: Sequence[str], blocks: Iterable[Iterable[Sequence[str]]]) -> Path:
+    """The whole file: the header, then the rows of each block (e.g. an epoch's), streamed to a temporary
+    file that replaces ``path`` once synced to disk (a reader sees the old file or the new one)."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(_csv_text([header]))
+        for rows in blocks:
+            f.write(_csv_text(rows))
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
 
 
 def append_rows(path: str | os.PathLike, rows: Iterable[Sequence[str]]) -> None:
-    """Add ``rows`` at the end of the file and sync them to disk before returning."""
+    """Add ``rows`` at the end of the file, handed to the operating system before returning: a killed
+    process loses none of them, as it loses none of its checkpoint (neither is synced to the disk itself
+    every epoch; after a power cut the reader's checks find a torn last epoch)."""
     with open(path, "a", newline="") as f:
         f.write(_csv_text(rows))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _line_ends(data: bytes) -> np.ndarray:
@@ -93,8 +97,8 @@ def _check_lines(path: Path, data: bytes, header: Sequence[str]) -> None:
     if QUOTE in data:
         per_line = np.array([len(row) for row in csv.reader(io.StringIO(data.decode("utf-8"), newline=""))])
     else:
-        commas = np.cumsum(np.frombuffer(data, dtype=np.uint8) == COMMA)[_line_ends(data)]
-        per_line = np.diff(np.concatenate([[0], commas])) + 1
+        commas = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == COMMA)
+        per_line = np.diff(np.concatenate([[0], np.searchsorted(commas, _line_ends(data))])) + 1
     bad = np.flatnonzero(per_line != len(header))
     if bad.size:
         line, fields = int(bad[0]) + 1, int(per_line[bad[0]])

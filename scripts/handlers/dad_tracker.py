@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from monai.handlers import from_engine
-from scripts.core.counts import class_indices, foreground_counts_torch
+from scripts.core.counts import class_indices, confusion_torch, counts_of_confusion
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord
 
@@ -93,7 +93,7 @@ class DADTracker:
         self.batch_transform = batch_transform
         self.logger = logging.getLogger("DADTracker")
         self._rows: list[int] = []  # the record row of every counted item this epoch
-        self._counts: list[torch.Tensor] = []  # per-iteration (B, 3, C-1) counts, on the outputs' device
+        self._counts: list[torch.Tensor] = []  # per-iteration (B, C*C) confusion counts, on the outputs' device
         self._padding: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
@@ -118,7 +118,7 @@ class DADTracker:
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
         if len(case_ids) != pred.shape[0]:
             raise ValueError(f"{len(case_ids)} case ids for a batch of {pred.shape[0]} predictions")
-        counts = foreground_counts_torch(class_indices(pred), label, self.num_classes)
+        counts = confusion_torch(class_indices(pred), label, self.num_classes)  # turned into Dice counts per epoch
         if self._padding:
             keep = [i for i, c in enumerate(case_ids) if c not in self._padding]
             counts, case_ids = counts[keep], [case_ids[i] for i in keep]
@@ -127,20 +127,20 @@ class DADTracker:
 
     def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """This epoch's counts pooled per case and summed over ranks: (n_cases, 3, C-1), (n_cases,)."""
-        n_cases = len(self.record.case_ids)
+        n_cases, k = len(self.record.case_ids), self.num_classes
         device = self._counts[0].device if self._counts else torch.device("cpu")
         if idist.get_world_size() > 1 and idist.backend() == "nccl":
             device = idist.device()
-        pooled = torch.zeros((n_cases, 3 * (self.num_classes - 1) + 1), dtype=torch.int64, device=device)
+        pooled = torch.zeros((n_cases, k * k + 1), dtype=torch.int64, device=device)
         if self._counts:
-            counts = torch.cat(self._counts).to(device=device, dtype=torch.int64).flatten(1)
+            counts = torch.cat(self._counts).to(device=device, dtype=torch.int64)
             ones = torch.ones((counts.shape[0], 1), dtype=torch.int64, device=device)  # the n_items column
             rows = torch.as_tensor(self._rows, dtype=torch.int64, device=device)
             pooled.index_add_(0, rows, torch.cat([counts, ones], dim=1))
         if idist.get_world_size() > 1:
             pooled = idist.all_reduce(pooled)
-        pooled = pooled.cpu().numpy()
-        return pooled[:, :-1].reshape(n_cases, 3, self.num_classes - 1), pooled[:, -1]
+        pooled = pooled.cpu()
+        return counts_of_confusion(pooled[:, :-1], k).numpy(), pooled[:, -1].numpy()
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
