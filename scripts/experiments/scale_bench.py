@@ -140,8 +140,7 @@ def bookkeeping_cell(work_dir: Path, n_cases: int, recorded: int, delta_t: int =
     MovingDistanceHandler(record, out, delta_t=delta_t, rule="noise", noise_factor=1.5).attach(engine)
     datalist = _datalist(out / "dataset.json", record)
     SubsetExportHandler(record, datalist, out / "subset", delta_t=delta_t).attach(engine)
-    writer = RecordWriter(record, out)
-    writer.attach(engine)
+    writer = RecordWriter(record, out)  # attached by the resume checkpoint, as configs/train.yaml has it
     net, optimizer, scheduler = _network()
     resume = ResumeCheckpoint(out, {"model": net, "optimizer": optimizer, "lr_scheduler": scheduler}, writer=writer)
     real_save = resume.save

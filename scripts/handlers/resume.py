@@ -37,8 +37,8 @@ class ResumeCheckpoint:
     Args:
         ckpt_dir: where ``filename`` is written.
         save_dict: objects with ``state_dict``/``load_state_dict`` (model, optimizer, lr scheduler).
-        writer: the dynamics record's writer: it writes the epoch's rows before each checkpoint, and on
-            resume restores the record and cuts its file back to the checkpoint's epoch.
+        writer: the dynamics record's writer, attached with this handler: it writes the epoch's rows before
+            each checkpoint, and on resume restores the record and cuts its file back to the checkpoint's epoch.
         resume: load the checkpoint when training starts (a missing checkpoint starts from epoch 1).
         map_location: where tensors are loaded.
         save_rank: the rank that writes.
@@ -63,6 +63,8 @@ class ResumeCheckpoint:
         self.logger = logging.getLogger("ResumeCheckpoint")
 
     def attach(self, engine: Engine) -> None:
+        if self.writer is not None:
+            self.writer.attach(engine)
         if self.resume and not engine.has_event_handler(self.load, Events.STARTED):
             engine.add_event_handler(Events.STARTED, self.load)
         if not engine.has_event_handler(self._attach_last, Events.STARTED):
