@@ -35,7 +35,8 @@ def _independent_dice(preds: list[np.ndarray], labels: list[np.ndarray], num_cla
     return float(np.mean(values)) if values else float("nan")
 
 
-def test_tracker_patches_equals_independent_dice(tmp_path):
+@pytest.mark.parametrize("buffer_voxels", [1, 200, 2**24])  # counted every iteration, every few, once an epoch
+def test_tracker_patches_equals_independent_dice(tmp_path, buffer_voxels):
     rng = np.random.default_rng(0)
     num_classes, epochs = 3, 2
     # each iteration: a batch of 3 crops from cases (a, a, b) or (c, b, c); 4x4x4 crops
@@ -55,7 +56,7 @@ def test_tracker_patches_equals_independent_dice(tmp_path):
 
     engine = Engine(step)
     record = DynamicsRecord.from_datalist(CASES, num_classes)
-    DADTracker(record, batch_transform=lambda b: plan[b]).attach(engine)
+    DADTracker(record, batch_transform=lambda b: plan[b], buffer_voxels=buffer_voxels).attach(engine)
     RecordWriter(record, tmp_path).attach(engine)
     engine.run(list(range(len(plan))), max_epochs=epochs)
 

@@ -25,7 +25,7 @@ __all__ = ["check_device_accumulation", "gpu_bench"]
 
 
 def check_device_accumulation(device: torch.device, iterations: int = 3) -> str:
-    """Run the tracker on a few CUDA batches; return where its per-iteration counts live."""
+    """Run the tracker on a few CUDA batches; return where the predictions it holds back between iterations live."""
     record = DynamicsRecord(["a", "b"], ["x", "x"], 2)
 
     def step(engine: Engine, _batch: Any) -> dict[str, torch.Tensor]:
@@ -36,7 +36,7 @@ def check_device_accumulation(device: torch.device, iterations: int = 3) -> str:
     tracker = DADTracker(record, batch_transform=lambda _b: ["a", "a", "b", "b"])
     tracker.attach(engine)
     seen: list[str] = []
-    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _e: seen.append(str(tracker._counts[-1].device)))
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda _e: seen.append(str(tracker._pending[-1][0].device)))
     engine.run(list(range(iterations)), max_epochs=1)
     dice = record.dice_matrix()[1][:, -1]
     if not (dice == 1.0).all():

@@ -27,6 +27,10 @@ CASE_IDS = from_engine(["case_id"])
 __all__ = ["DADTracker", "MODES"]
 
 MODES = ("patches", "volumes")
+# predicted voxels held back before their counts are taken in one batched pass (about 80 MB of float32
+# labels and uint8 classes): a training iteration then adds 4 tensor operations, not 19 (a GPU epoch of a
+# small network is bound by the operations the host launches, about 800 per training step of this bundle's)
+BUFFER_VOXELS = 2**24
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -54,10 +58,11 @@ class DADTracker:
         "volumes": every ``interval`` epochs it runs ``evaluator`` (sliding-window inference over the
             whole training volumes, no augmentation) and scores its outputs the same way.
 
-    The counts are computed with torch where the outputs are (CPU or GPU) and stay there until the
-    epoch ends; then they are pooled per case, summed across ranks (one ``all_reduce``) and copied to
-    the host once. Items a ``DistributedSampler`` repeats as padding are not counted, so the record is
-    the same whatever the number of processes.
+    The counts are computed with torch where the outputs are (CPU or GPU), a few iterations' predicted
+    classes at a time (``buffer_voxels``), and stay there until the epoch ends; then they are pooled per
+    case, summed across ranks (one ``all_reduce``) and copied to the host once. Items a
+    ``DistributedSampler`` repeats as padding are not counted, so the record is the same whatever the
+    number of processes.
 
     Args:
         record: the per-case record to fill (its cases and classes); every epoch gets a row for each
@@ -67,6 +72,7 @@ class DADTracker:
         interval: epochs between volume evaluations ("volumes" mode only).
         output_transform: engine.state.output -> (logits or probabilities (B, C, ...), label (B, 1, ...)).
         batch_transform: engine.state.batch -> the case id of each item.
+        buffer_voxels: predicted voxels held back before their counts are taken together.
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class DADTracker:
         interval: int = 1,
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable = CASE_IDS,
+        buffer_voxels: int = BUFFER_VOXELS,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown DAD mode {mode!r}; expected one of {MODES}")
@@ -91,9 +98,11 @@ class DADTracker:
         self.interval = interval
         self.output_transform = output_transform
         self.batch_transform = batch_transform
+        self.buffer_voxels = int(buffer_voxels)
         self.logger = logging.getLogger("DADTracker")
         self._rows: list[int] = []  # the record row of every counted item this epoch
-        self._counts: list[torch.Tensor] = []  # per-iteration (B, C*C) confusion counts, on the outputs' device
+        self._counts: list[torch.Tensor] = []  # (items, C*C) confusion counts, on the outputs' device
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (classes, label) not counted yet
         self._padding: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
@@ -107,7 +116,7 @@ class DADTracker:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Engine) -> None:
-        self._rows, self._counts = [], []
+        self._rows, self._counts, self._pending = [], [], []
         self._padding = padding_case_ids(engine.state.dataloader)
 
     def _collect(self, engine: Engine) -> None:
@@ -118,15 +127,30 @@ class DADTracker:
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
         if len(case_ids) != pred.shape[0]:
             raise ValueError(f"{len(case_ids)} case ids for a batch of {pred.shape[0]} predictions")
-        counts = confusion_torch(class_indices(pred), label, self.num_classes)  # turned into Dice counts per epoch
+        classes = class_indices(pred)
+        if self.num_classes <= 256:
+            classes = classes.to(torch.uint8)  # held back: a byte per voxel is enough
         if self._padding:
             keep = [i for i, c in enumerate(case_ids) if c not in self._padding]
-            counts, case_ids = counts[keep], [case_ids[i] for i in keep]
+            classes, label, case_ids = classes[keep], label[keep], [case_ids[i] for i in keep]
         self._rows.extend(self.record.rows_of(case_ids).tolist())
-        self._counts.append(counts)
+        if self._pending and self._pending[0][0].shape[1:] != classes.shape[1:]:
+            self._count_pending()  # whole volumes differ in shape: count what came before
+        self._pending.append((classes, label))
+        if sum(c.numel() for c, _ in self._pending) >= self.buffer_voxels:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        """The confusion counts of the held-back items, in one batched pass, in item order."""
+        if self._pending:
+            classes = torch.cat([c for c, _ in self._pending])
+            label = torch.cat([y for _, y in self._pending])
+            self._counts.append(confusion_torch(classes, label, self.num_classes))
+            self._pending = []
 
     def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """This epoch's counts pooled per case and summed over ranks: (n_cases, 3, C-1), (n_cases,)."""
+        self._count_pending()
         n_cases, k = len(self.record.case_ids), self.num_classes
         device = self._counts[0].device if self._counts else torch.device("cpu")
         if idist.get_world_size() > 1 and idist.backend() == "nccl":
