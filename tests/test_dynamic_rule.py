@@ -90,6 +90,43 @@ def test_annealing_trains_every_kept_case_for_the_last_epochs():
         np.testing.assert_array_equal(plan.weight[2:], np.ones(8))
 
 
+def _one_outlier(n_cases: int = 50) -> np.ndarray:
+    """DAD of 50 cases: one far below the others (robust z about -60), the rest spread evenly."""
+    return np.r_[0.05, np.linspace(0.80, 0.90, n_cases - 1)]
+
+
+def test_a_warmup_waiting_for_a_stop_rule_that_never_fires_drops_nothing():
+    # issue 25 item 2: 32 epochs, annealing over the last ceil(0.125 x 32) = 4 (29-32); the stop rule never
+    # fires, so the warm-up never ends and the outlier (case 0) is never judged: before the fix epoch 29
+    # entered the annealing phase and dropped it
+    s = _settings(epochs=32, tail="outlier", warmup_until_stop_rule=True)
+    values = _one_outlier()
+    for e in range(1, 33):
+        epochs, dice = _history(values, e - 1)
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice, epochs=epochs, stop_fired=False)
+        assert plan.phase == "warmup", e
+        assert set(plan.status) == {"visited"} and sorted(plan.visits.tolist()) == list(range(50)), e
+        np.testing.assert_array_equal(plan.weight, np.ones(50))
+    # the same run once the rule has fired: the annealing epochs drop the outlier (it was judged)
+    epochs, dice = _history(values, 30)
+    fired = plan_epoch(31, s, epoch_rng(0, 31), dice=dice, epochs=epochs, stop_fired=True)
+    assert fired.phase == "anneal" and fired.status[0] == "dropped" and set(fired.status[1:]) == {"visited"}
+
+
+def test_a_warmup_that_reaches_the_annealing_epochs_comes_first():
+    # warm-up 30 of 32 epochs, annealing 29-32: epochs 29 and 30 are still warm-up (every case, weight 1);
+    # 31 and 32 anneal on the ranking made after the warm-up
+    s = _settings(epochs=32, warmup=30, tail="outlier")
+    assert [phase_of(e, s) for e in (28, 29, 30, 31, 32)] == ["warmup"] * 3 + ["anneal"] * 2
+    values = _one_outlier()
+    for e in (29, 30):
+        epochs, dice = _history(values, e - 1)
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice, epochs=epochs)
+        assert set(plan.status) == {"visited"} and len(plan.visits) == 50, e
+    epochs, dice = _history(values, 30)
+    assert plan_epoch(31, s, epoch_rng(0, 31), dice=dice, epochs=epochs).status[0] == "dropped"
+
+
 def test_a_dropped_case_whose_dad_rises_comes_back():
     s = _settings(drop_fraction=0.1, easy_fraction=0.0)
     epochs, dice = _history(DAD, 15)

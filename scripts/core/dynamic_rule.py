@@ -176,12 +176,14 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 def phase_of(epoch: int, settings: DynamicSettings, stop_fired: bool = True) -> str:
     """ "warmup" (epoch <= warmup, or the stop rule has not fired when the warm-up waits for it), "anneal"
-    (the last ceil(anneal_fraction x epochs) epochs) or "prune"."""
+    (the last ceil(anneal_fraction x epochs) epochs) or "prune". The warm-up comes first: a warm-up that
+    reaches the annealing epochs (or a stop rule that never fires) goes on, so no case is dropped before
+    the rule has ranked it after the warm-up."""
+    if epoch <= settings.warmup or (settings.warmup_until_stop_rule and not stop_fired):
+        return "warmup"
     n_anneal = math.ceil(settings.anneal_fraction * settings.epochs - 1e-9)
     if epoch > settings.epochs - n_anneal:
         return "anneal"
-    if epoch <= settings.warmup or (settings.warmup_until_stop_rule and not stop_fired):
-        return "warmup"
     return "prune"
 
 
