@@ -1,6 +1,6 @@
 """Dynamic pruning's glue: the record's visit column (old records unchanged), the sampler's share of an
-epoch per rank, the loss reweighting, and real runs: two gloo ranks against one process, and a run
-killed with SIGKILL and resumed."""
+epoch per rank (the loss weights: tests/test_weighted_loss.py), and real runs: two gloo ranks against one
+process, and a run killed with SIGKILL and resumed."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from monai.data import Dataset
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics
-from scripts.handlers.dynamic_pruning import DynamicPruning, DynamicSampler, keep_the_epoch_count_in_charge
+from scripts.handlers.dynamic_pruning import DynamicSampler, keep_the_epoch_count_in_charge
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [f"c{i}" for i in range(10)]
@@ -113,26 +113,6 @@ def test_two_ranks_share_one_plan_and_visit_each_case_once_between_them():
         weights = samplers[1].weights_by_case()
         assert all(weights[c] == 0.0 for c in padded_ids)
         assert len(expected.visits) % 2 == 0 or padded_ids  # an odd epoch pads one rank
-
-
-def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
-    record = _record(1)
-    handler = DynamicPruning.__new__(DynamicPruning)
-    handler.record = record
-    handler._weights = {"c0": 2.0, "c1": 0.0, "c2": 1.0}
-    handler._trained = np.zeros(10, dtype=np.int64)
-    handler.loss_function = lambda p, y: ((p - y) ** 2).mean()
-    handler.batch_transform = lambda b: b["case_id"]
-    handler.output_transform = lambda o: (o["pred"], o["label"])
-    pred = torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 2.0]])
-    label = torch.zeros(3, 2)
-    losses = [1.0, 9.0, 2.0]  # each item's own mean squared error
-    output = {"pred": pred, "label": label, "loss": ((pred - label) ** 2).mean()}
-    engine = SimpleNamespace(state=SimpleNamespace(batch={"case_id": ["c0", "c1", "c2"]}, output=output))
-    handler.reweight(engine)
-    # (2 * 1 + 0 * 9 + 1 * 2) / 3
-    assert engine.state.output["loss"].item() == pytest.approx((2 * losses[0] + 0 * losses[1] + losses[2]) / 3)
-    assert handler._trained[:3].tolist() == [1, 0, 1]
 
 
 # ---- real runs (tiny: 7-8 cases, 16^3 patches, 24^3 / 32^3 volumes) ----

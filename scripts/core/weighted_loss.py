@@ -95,7 +95,8 @@ def _weighted_ce(loss: DiceCELoss, pred: torch.Tensor, target: torch.Tensor, w: 
         else:  # probabilities per class: torch averages over the voxels
             target = target.to(pred)
             norm = torch.ones_like(pred[:, 0])
-        per_voxel = F.cross_entropy(pred, target, weight=ce.weight, reduction="none", label_smoothing=ce.label_smoothing)
+        per_voxel = F.cross_entropy(pred, target, weight=ce.weight, reduction="none",
+                                    label_smoothing=ce.label_smoothing)  # fmt: skip
         reduction = ce.reduction
         shape = (-1,) + (1,) * (per_voxel.dim() - 1)
     wv = w.to(per_voxel).reshape(shape)

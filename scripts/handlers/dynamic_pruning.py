@@ -6,7 +6,8 @@
   decisions; it yields this rank's share of the epoch's visits (``DistributedSampler``'s layout, the
   padding repeats named by ``padding_indices`` so the DAD tracker leaves them out).
 - ``DynamicPruning``: the handler. At each epoch start it sets the epoch's length (fewer iterations);
-  after each loss it reweights the items of the batch (easy cases 1/(1-r), padding 0); at each epoch
+  after each loss it weights the items of the batch (easy cases 1/(1-r), padding 0) with the trainer's
+  loss weighted exactly (``scripts.core.weighted_loss``: an item of weight w counts as w copies); at each epoch
   end, after the DAD tracker, it measures the dropped cases (a forward pass, no gradient, shared out
   across ranks and summed once), writes every case's visit status into the record and the cost of the
   epoch (``dynamic_cost.csv``, ``dynamic_summary.json``). Its state rides in the trainer's state
@@ -33,6 +34,7 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import from_engine
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
+from scripts.core.weighted_loss import WeightedLoss
 from scripts.data.record import DynamicsRecord
 from scripts.handlers.resume import ResumeCheckpoint
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
@@ -189,7 +191,8 @@ class DynamicPruning:
         measure_dataset: the training cases with the measurement transform (record order): training
             crops by default (the patch Dice's scale), or whole volumes.
         inferer: inference for the measurement pass (``SimpleInferer`` on crops, sliding window on volumes).
-        loss_function: the per-item loss the reweighting recomputes (the trainer's).
+        loss_function: the trainer's loss (MONAI's DiceCELoss or DiceLoss), recomputed with each item's weight
+            when a batch holds an item whose weight is not 1.
         device: where the measured batches go.
         amp: autocast the measurement pass (CUDA only).
         record_path: the record file, rewritten after the visit column is set.
@@ -222,7 +225,7 @@ class DynamicPruning:
         self.network = network
         self.measure_dataset = measure_dataset
         self.inferer = inferer
-        self.loss_function = loss_function
+        self.weighted_loss = WeightedLoss(loss_function)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if isinstance(device, str) else device
         self.amp = as_bool(amp, "amp")
@@ -289,8 +292,9 @@ class DynamicPruning:
         self._t0 = time.perf_counter()
 
     def reweight(self, engine: Engine) -> None:
-        """Correct the batch loss for the items whose weight is not 1: + sum_i (w_i - 1) L_i / B, where L_i
-        is item i's own loss (the loss of a batch of one). A batch of weight-1 items keeps its loss as is."""
+        """Replace the batch loss by the trainer's loss with each item's weight (an item of weight w counts
+        as w copies of it, 0 as none: exact for the batch Dice-CE, where a sum of per-item losses is not).
+        A batch of weight-1 items keeps the trainer's loss as it is."""
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
         w = np.array([self._weights.get(c, 1.0) for c in case_ids])
         np.add.at(self._trained, self.record.rows_of(case_ids)[w > 0], 1)
@@ -299,10 +303,7 @@ class DynamicPruning:
         pred, label = self.output_transform(engine.state.output)
         pred = torch.stack(list(pred)) if isinstance(pred, (list, tuple)) else pred
         label = torch.stack(list(label)) if isinstance(label, (list, tuple)) else label
-        correction = 0.0
-        for i in np.flatnonzero(w != 1.0):
-            correction = correction + (w[i] - 1.0) * self.loss_function(pred[i : i + 1], label[i : i + 1]).mean()
-        engine.state.output["loss"] = engine.state.output["loss"] + correction / len(case_ids)
+        engine.state.output["loss"] = self.weighted_loss(pred, label, torch.as_tensor(w, dtype=torch.float32))
 
     def _check_same_plan(self, epoch: int) -> None:
         """Every rank planned the same epoch (the same record and seed make the same draws): compare a
