@@ -208,6 +208,30 @@ def test_matched_iterations_keeps_the_epochs_visits():
     assert len(plan.visits) == 10 and not set(plan.visits.tolist()) & {0, 1}
 
 
+def test_matched_iterations_keep_the_easy_cases_expected_share():
+    # issue 25 item 4. 10 cases: 2 dropped, 4 middle, 4 easy thinned at r = 0.5. An epoch's own visits are
+    # 4 + Binomial(4, 1/2), topped up to 10 with extra whole visits drawn from the 8 kept cases: E[extras] =
+    # 10 - 4 - 2 = 4, 0.5 per case. Expected weight per case and epoch (in whole visits): 1 for its own visit
+    # (an easy case's 1/(1-r) = 2 half the time) + 0.5 = 1.5 for easy and middle alike. 0.6.1 kept the easy
+    # weight 2 on the extras too: 2 (1 - r)(1 + 0.5) + r 0.5 = 1.75, a share 1.17x the middle's.
+    r, n_epochs = 0.5, 3000
+    s = _settings(matched_iterations=True, thin_ratio=r, epochs=10_000, window=10_000)
+    epochs, dice = _history(DAD, 10)
+    per_epoch = np.zeros((n_epochs, 10))
+    for j, e in enumerate(range(100, 100 + n_epochs)):
+        plan = plan_epoch(e, s, epoch_rng(11, e), dice=dice, epochs=epochs)
+        assert len(plan.visits) == 10 and set(plan.visit_crops.tolist()) == {2}
+        np.add.at(per_epoch[j], plan.visits, plan.visit_weight)
+    mean = per_epoch.mean(axis=0)
+    sigma = per_epoch.std(axis=0, ddof=1) / math.sqrt(n_epochs)  # the standard error of each case's mean
+    assert np.all(per_epoch[:, :2] == 0)  # the dropped cases
+    for i in range(2, 10):  # middle 2-5, easy 6-9
+        assert abs(mean[i] - 1.5) <= 4 * sigma[i], (i, mean[i], sigma[i])
+    assert np.all(4 * sigma[2:] < 0.1)  # the bound is tight enough to tell 1.5 from 0.6.1's 1.75
+    ratio = mean[6:].mean() / mean[2:6].mean()
+    assert abs(ratio - 1.0) < 0.04, ratio  # about 5 standard errors of the ratio (0.6.1: 1.17)
+
+
 def test_split_for_rank_is_distributed_samplers_layout_and_covers_each_visit_once():
     visits = np.array([7, 3, 9, 0, 5])
     shares = [split_for_rank(visits, r, 2) for r in range(2)]

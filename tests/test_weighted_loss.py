@@ -116,10 +116,11 @@ def test_the_handler_trains_a_padding_item_at_weight_zero_not_at_all():
     handler.weighted_loss = WeightedLoss(loss)
     handler.batch_transform = lambda b: b["case_id"]
     handler.output_transform = lambda o: (o["pred"], o["label"])
-    handler._weights = {"c0": 2.0, "c1": 1.0, "c2": 1.0, "c3": 0.0}  # c0 an easy case, c3 a rank's padding
     pred = pred.requires_grad_(True)
     output = {"pred": pred, "label": label, "loss": loss(pred, label)}
-    engine = SimpleNamespace(state=SimpleNamespace(batch={"case_id": ["c0", "c1", "c2", "c3"]}, output=output))
+    # c0 an easy case (weight 2), c3 a rank's padding (weight 0): the weights VisitDataset stamps on the crops
+    batch = {"case_id": ["c0", "c1", "c2", "c3"], "loss_weight": torch.tensor([2.0, 1.0, 1.0, 0.0])}
+    engine = SimpleNamespace(state=SimpleNamespace(batch=batch, output=output))
     handler.reweight(engine)
     engine.state.output["loss"].backward()
     assert torch.count_nonzero(pred.grad[3]) == 0

@@ -84,7 +84,9 @@ class DynamicSettings:
             "dad_center_z" (within each center alone) or "dad".
         measure_interval: dropped cases are measured in epochs divisible by it.
         matched_iterations: top each epoch's visits up to the number of cases (extra visits drawn
-            uniformly, with replacement, from the cases not dropped), so the run keeps its iterations.
+            uniformly, with replacement, from the cases not dropped, each a whole visit at weight 1), so the
+            run keeps its iterations.
+        num_crops: K, the training crops a case yields per visit (configs/train.yaml's ``num_crops``).
         warmup_until_stop_rule: the warm-up also lasts until the stop rule has fired (the ranking settled).
     """
 
@@ -102,6 +104,7 @@ class DynamicSettings:
     measure_interval: int = 5
     matched_iterations: bool = False
     warmup_until_stop_rule: bool = False
+    num_crops: int = 2
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +116,8 @@ class DynamicSettings:
             )
         if int(self.epochs) < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if int(self.num_crops) < 1:
+            problems.append(f"num_crops must be >= 1, got {self.num_crops}")
         if int(self.warmup) < 0 or int(self.window) < 1 or int(self.measure_interval) < 1:
             problems.append(
                 f"need warmup >= 0, window >= 1, measure_interval >= 1; got {self.warmup}, {self.window}, "
@@ -146,9 +151,12 @@ class EpochPlan:
         epoch: the epoch planned (from 1).
         phase: "warmup", "prune" or "anneal".
         status: (n,) one of ``STATUSES`` per case.
-        weight: (n,) the loss weight of a visit (0 where not visited).
+        weight: (n,) the loss weight of the case's own visit (0 where not visited); a matched-iterations
+            extra visit has its own weight (``visit_weight``).
         visits: the record rows the epoch visits, in a seeded order (a row repeats only with matched
             iterations).
+        visit_crops: (len(visits),) the crops each visit trains.
+        visit_weight: (len(visits),) the loss weight of each of a visit's crops.
     """
 
     epoch: int
@@ -156,6 +164,8 @@ class EpochPlan:
     status: np.ndarray
     weight: np.ndarray
     visits: np.ndarray
+    visit_crops: np.ndarray
+    visit_weight: np.ndarray
 
     @property
     def measure(self) -> np.ndarray:
@@ -165,6 +175,7 @@ class EpochPlan:
     def counts(self) -> dict[str, int]:
         out = {s: int(np.sum(self.status == s)) for s in STATUSES}
         out["visits"] = int(len(self.visits))
+        out["crops"] = int(np.sum(self.visit_crops))
         return out
 
 
@@ -301,16 +312,21 @@ def plan_epoch(
             "was thinned); lower dynamic_easy_fraction or dynamic_drop_fraction (configs/dynamic.yaml)"
         )
     weight[status != "visited"] = 0.0
-    visits = visited
+    visits, visit_weight = visited, weight[visited]
     if settings.matched_iterations and settings.rule != "random" and 0 < len(visited) < n:
+        # every extra draw is a whole visit at weight 1, the same for every case of the pool: a kept easy
+        # case's own visit keeps 1/(1-r) (its expected weight 1 over the thinning draw) and an extra adds 1,
+        # as it does to a middle case, so the expected shares stay equal (0.6.1 gave an easy case drawn
+        # again 1/(1-r) on its extra too: 1.089x a middle case's share, issue 25 item 4)
         pool = np.flatnonzero((status != "dropped") & (status != "measured"))
         extra = rng.choice(pool, n - len(visited), replace=True)
-        weight_extra_ok = np.flatnonzero(status[extra] != "visited")
-        weight[extra[weight_extra_ok]] = 1.0  # a thinned case drawn again is visited at weight 1
-        status[extra[weight_extra_ok]] = "visited"
-        visits = np.concatenate([visited, extra])
-    visits = visits[rng.permutation(len(visits))]
-    return EpochPlan(epoch=int(epoch), phase=phase, status=status.astype(str), weight=weight, visits=visits)
+        again = extra[status[extra] == "thinned"]
+        weight[again], status[again] = 1.0, "visited"  # a thinned case drawn again is visited (at weight 1)
+        visits, visit_weight = np.concatenate([visited, extra]), np.concatenate([visit_weight, np.ones(len(extra))])
+    order = rng.permutation(len(visits))
+    visits, visit_weight = visits[order], visit_weight[order]
+    return EpochPlan(epoch=int(epoch), phase=phase, status=status.astype(str), weight=weight, visits=visits,
+                     visit_crops=np.full(len(visits), int(settings.num_crops)), visit_weight=visit_weight)  # fmt: skip
 
 
 def split_for_rank(visits: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:

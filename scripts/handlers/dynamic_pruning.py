@@ -4,7 +4,8 @@
   engines call before any handler runs) it plans the epoch from the dynamics record with the pure rule
   and a generator drawn from (seed, epoch) alone, so every rank and a resumed run make the same
   decisions; it yields this rank's share of the epoch's visits (``DistributedSampler``'s layout, the
-  padding repeats named by ``padding_indices`` so the DAD tracker leaves them out).
+  padding repeats named by ``padding_indices`` so the DAD tracker leaves them out), each as
+  ``(row, crops, weight)`` for ``scripts.data.visits.VisitDataset``, so the weights ride in the batch.
 - ``DynamicPruning``: the handler. At each epoch start it sets the epoch's length (fewer iterations);
   after each loss it weights the items of the batch (easy cases 1/(1-r), padding 0) with the trainer's
   loss weighted exactly (``scripts.core.weighted_loss``: an item of weight w counts as w copies); at each epoch
@@ -36,6 +37,7 @@ from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
 from scripts.core.weighted_loss import WeightedLoss
 from scripts.data.record import DynamicsRecord
+from scripts.data.visits import WEIGHT_KEY
 from scripts.handlers.resume import ResumeCheckpoint
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
@@ -85,6 +87,19 @@ def _batch_case_ids(batch: Any) -> list[str]:
     return [str(item["case_id"]) for item in batch]
 
 
+def _batch_weights(batch: Any) -> np.ndarray:
+    """The loss weight of every item of a batch (``VisitDataset`` stamps them), collated or decollated."""
+    items = [batch] if isinstance(batch, Mapping) else list(batch)
+    if any(WEIGHT_KEY not in item for item in items):
+        raise KeyError(
+            f"the training batch has no {WEIGHT_KEY!r}: the training loader's data set must be "
+            "scripts.data.visits.VisitDataset over the one DynamicSampler reads (configs/dynamic.yaml sets it)"
+        )
+    if isinstance(batch, Mapping):
+        return torch.as_tensor(batch[WEIGHT_KEY]).flatten().cpu().numpy().astype(np.float64)
+    return np.array([float(item[WEIGHT_KEY]) for item in items])
+
+
 class DynamicSampler(DistributedSampler):
     """Per-epoch subset sampler of the training data set (its indices are the record's rows).
 
@@ -117,7 +132,7 @@ class DynamicSampler(DistributedSampler):
         self.loss_score = loss_score
         self.stop_fired = False
         self.plan: EpochPlan | None = None
-        self._rows = np.arange(0, dtype=np.int64)
+        self._slots = np.arange(0, dtype=np.int64)  # this rank's positions in the plan's visits
         self._padding = np.zeros(0, dtype=bool)
 
     def _world(self) -> tuple[int, int]:
@@ -152,32 +167,34 @@ class DynamicSampler(DistributedSampler):
             self.plan = self.plan_for(epoch)
         rank, world = self._world()
         self.rank, self.num_replicas = rank, world
-        self._rows, self._padding = split_for_rank(self.plan.visits, rank, world)
+        self._slots, self._padding = split_for_rank(np.arange(len(self.plan.visits)), rank, world)
 
     def _ensure(self) -> None:
         if self.plan is None:
             self.set_epoch(max(self.epoch, 1))
 
-    def __iter__(self):  # type: ignore[override]
+    def visits_of_rank(self) -> list[tuple[int, int, float]]:
+        """This rank's visits this epoch, ``(row, crops, weight)`` each; a padding repeat (which only keeps
+        the ranks' batch counts equal) trains one crop at weight 0."""
         self._ensure()
-        return iter(self._rows.tolist())
+        plan = self.plan
+        out = []
+        for k, pad in zip(self._slots, self._padding):
+            row = int(plan.visits[k])
+            out.append((row, 1, 0.0) if pad else (row, int(plan.visit_crops[k]), float(plan.visit_weight[k])))
+        return out
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.visits_of_rank())
 
     def __len__(self) -> int:
         self._ensure()
-        return len(self._rows)
+        return len(self._slots)
 
     def padding_indices(self) -> list[int]:
         """Data set indices this rank yields as padding this epoch (``scripts.data.distributed``)."""
         self._ensure()
-        return self._rows[self._padding].tolist()
-
-    def weights_by_case(self) -> dict[str, float]:
-        """Loss weight of every case this rank visits this epoch; a padding repeat weighs 0."""
-        self._ensure()
-        ids = self.record.case_ids
-        out = {ids[i]: float(self.plan.weight[i]) for i in self._rows[~self._padding]}
-        out.update({ids[i]: 0.0 for i in self._rows[self._padding]})
-        return out
+        return self.plan.visits[self._slots[self._padding]].tolist()
 
 
 class DynamicPruning:
@@ -233,7 +250,6 @@ class DynamicPruning:
         self.batch_transform = batch_transform or _batch_case_ids
         self.save_rank = save_rank
         self.logger = logging.getLogger("DynamicPruning")
-        self._weights: dict[str, float] = {}
         self._trained = np.zeros(len(record.case_ids), dtype=np.int64)  # items trained at weight > 0, this rank
         self._t0 = 0.0
 
@@ -286,7 +302,6 @@ class DynamicPruning:
             # a (resumed) run sets its loader up after this event and would start the epoch at
             # iteration % epoch_length; the variable epoch lengths make that remainder meaningless
             engine._init_iter = 0
-        self._weights = self.sampler.weights_by_case()
         self._trained[:] = 0
         self._check_same_plan(engine.state.epoch)
         self._t0 = time.perf_counter()
@@ -296,7 +311,9 @@ class DynamicPruning:
         as w copies of it, 0 as none: exact for the batch Dice-CE, where a sum of per-item losses is not).
         A batch of weight-1 items keeps the trainer's loss as it is."""
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
-        w = np.array([self._weights.get(c, 1.0) for c in case_ids])
+        w = _batch_weights(engine.state.batch)
+        if len(w) != len(case_ids):
+            raise ValueError(f"{len(w)} loss weights for a batch of {len(case_ids)} items")
         np.add.at(self._trained, self.record.rows_of(case_ids)[w > 0], 1)
         if np.all(w == 1.0):
             return
@@ -312,7 +329,8 @@ class DynamicPruning:
         if world < 2:
             return
         plan = self.sampler.plan
-        digest = zlib.crc32(plan.visits.astype(np.int64).tobytes() + "|".join(plan.status).encode())
+        arrays = (plan.visits.astype(np.int64), plan.visit_crops.astype(np.int64), plan.visit_weight.astype(np.float64))
+        digest = zlib.crc32(b"".join(a.tobytes() for a in arrays) + "|".join(plan.status).encode())
         device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
         digests = idist.all_gather(torch.tensor([digest], dtype=torch.int64, device=device)).cpu().tolist()
         if len(set(digests)) != 1:
@@ -324,22 +342,21 @@ class DynamicPruning:
             self.logger.info(f"epoch {epoch}: the {world} ranks' plans agree")
 
     def _check_trained_once(self, epoch: int) -> int:
-        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains the same
-        number of items (its crops) once between the ranks; padding repeats are not trained (weight 0)."""
+        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains its planned
+        crops once between the ranks; padding repeats are not trained (weight 0)."""
         trained = torch.as_tensor(self._trained)
         if idist.get_world_size() > 1:
             device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
             trained = idist.all_reduce(trained.to(device)).cpu()
         trained = trained.numpy()
         plan = self.sampler.plan
-        multiplicity = np.bincount(plan.visits, minlength=len(trained))
-        per_visit = trained.sum() / max(1, multiplicity.sum())
-        if not np.array_equal(trained, multiplicity * per_visit):
-            bad = np.flatnonzero(trained != multiplicity * per_visit)[:5]
+        planned = np.bincount(plan.visits, weights=plan.visit_crops, minlength=len(trained)).astype(np.int64)
+        if not np.array_equal(trained, planned):
+            bad = np.flatnonzero(trained != planned)[:5]
             raise RuntimeError(
                 f"epoch {epoch}: cases {[self.record.case_ids[i] for i in bad]} were trained on "
-                f"{trained[bad].tolist()} items against {multiplicity[bad].tolist()} planned visits of "
-                f"{per_visit:g} items; the loader's sampler is not this handler's DynamicSampler?"
+                f"{trained[bad].tolist()} crops against {planned[bad].tolist()} planned; the loader's sampler is "
+                "not this handler's DynamicSampler, or its data set not the VisitDataset over it?"
             )
         return int(trained.sum())
 
