@@ -125,9 +125,12 @@ def test_two_ranks_share_one_plan_and_visit_each_case_once_between_them():
 MODULE = ["-m", "monai.bundle", "run", "training", "--config_file"]
 BUNDLE = [sys.executable, *MODULE]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-# a fixed share of 15% dropped (no z threshold), so these tiny runs do drop and measure
+# a fixed share of 15% dropped (no z threshold), so these tiny runs do drop and measure; the ranks and resume
+# runs thin by crops (patch-level, issue 26: the same sampler, data set and handler as the case rule, which
+# test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch runs)
 DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_tail", "fraction",
            "--dynamic_measure_interval", "2", "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
+CROPS = ["--dynamic_unit", "crop"]
 
 
 def _frozen(tmp_path: Path, out: str) -> list[str]:
@@ -141,8 +144,8 @@ def _frozen(tmp_path: Path, out: str) -> list[str]:
         *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
         *("--batch_size", "2", "--epochs", "3", "--val_interval", "3", "--learning_rate", "0.0"),
         *("--network_def#norm", "instance", "--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
-        *DYNAMIC,
-    ]
+        *DYNAMIC, *CROPS,
+    ]  # fmt: skip
 
 
 def _run(cmd: list[str]) -> str:
@@ -167,10 +170,15 @@ def test_two_gloo_ranks_make_the_single_process_decisions(tmp_path):
     np.testing.assert_array_equal(multi["visit"], single["visit"])
     np.testing.assert_allclose(multi["dice"], single["dice"], rtol=0, atol=1e-6)
     assert {"dropped", "measured"} & set(single["visit"])  # the plan did prune: the comparison compares decisions
-    for d in ("single", "multi"):
-        for row in _cost(tmp_path / d / "dynamic_cost.csv"):
-            # each visit trained the case's 2 crops once between the ranks (the handler checks it per case)
-            assert int(row["trained_items"]) == 2 * int(row["visits"])
+    assert "cropped" in set(single["visit"])  # and gave the settled easy cases 1 of their 2 crops
+    costs = [_cost(tmp_path / d / "dynamic_cost.csv") for d in ("single", "multi")]
+    assert [(r["visits"], r["crops"], r["cropped"]) for r in costs[0]] == [
+        (r["visits"], r["crops"], r["cropped"]) for r in costs[1]]  # fmt: skip
+    for rows in costs:
+        for row in rows:
+            # each visit trained its planned crops once between the ranks (the handler checks it per case):
+            # 2 per visit, 1 per cropped visit
+            assert int(row["trained_items"]) == int(row["crops"]) == 2 * int(row["visits"]) - int(row["cropped"])
 
 
 def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
@@ -182,7 +190,7 @@ def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
         *("--ckpt_dir", str(tmp_path / "models"), "--synthetic", json.dumps(synthetic)),
         *("--patch_size", "[16,16,16]", "--epochs", "6", "--delta_t", "2", "--val_interval", "6"),
         *("--num_workers", "0", "--batch_size", "2"),
-        *DYNAMIC, *extra,
+        *DYNAMIC, *CROPS, *extra,
     ]  # fmt: skip
 
 
@@ -221,13 +229,15 @@ def test_sigkill_then_resume_restores_the_sampler_and_one_row_per_case_and_epoch
     # every epoch's decisions, before and after the kill, are the rule's on the record of the epochs before it
     record = DynamicsRecord.load(tmp_path / "out" / "dynamics.csv")
     settings = DynamicSettings(epochs=6, warmup=1, window=2, drop_fraction=0.15, measure_interval=2,
-                               anneal_fraction=0.25)  # fmt: skip
+                               anneal_fraction=0.25, unit="crop", num_crops=2)  # fmt: skip
     epochs, dice = record.dice_matrix()
     visits = record.visit_matrix()[1]
+    cost_rows = _cost(cost)
     for e in range(1, 7):
         plan = plan_epoch(e, settings, epoch_rng(42, e), dice=dice[:, : e - 1], epochs=epochs[: e - 1],
                           centers=record.centers)  # fmt: skip
         assert visits[:, e - 1].tolist() == plan.status.tolist(), e
+        assert int(cost_rows[e - 1]["crops"]) == int(cost_rows[e - 1]["trained_items"]) == plan.counts()["crops"], e
     assert {"dropped", "measured"} & set(visits.ravel())
 
 

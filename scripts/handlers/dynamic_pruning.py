@@ -11,7 +11,8 @@
   loss weighted exactly (``scripts.core.weighted_loss``: an item of weight w counts as w copies); at each epoch
   end, after the DAD tracker, it measures the dropped cases (a forward pass, no gradient, shared out
   across ranks and summed once), writes every case's visit status into the record and the cost of the
-  epoch (``dynamic_cost.csv``, ``dynamic_summary.json``). Its state rides in the trainer's state
+  epoch (``scripts.handlers.dynamic_cost``: visits, crops, iterations, seconds of the training loop, the
+  measurement and the validation). Its state rides in the trainer's state
   (``engine.state.dynamic_pruning``, an Ignite user key), so ``ResumeCheckpoint`` saves and restores it.
 """
 
@@ -38,8 +39,8 @@ from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, pla
 from scripts.core.weighted_loss import WeightedLoss
 from scripts.data.record import DynamicsRecord
 from scripts.data.visits import WEIGHT_KEY
+from scripts.handlers.dynamic_cost import COST_FIELDS, read_budget, write_cost
 from scripts.handlers.resume import ResumeCheckpoint
-from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.flags import as_bool
 from torch.utils.data import DistributedSampler, Subset
 
@@ -48,8 +49,6 @@ PRED_LABEL = from_engine(["pred", "label"])
 
 __all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget", "keep_the_epoch_count_in_charge"]
 
-COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
-               "train_s", "measure_s", "trained_items")  # fmt: skip
 STATE_KEY = "dynamic_pruning"
 
 
@@ -61,23 +60,6 @@ def keep_the_epoch_count_in_charge(engine: Engine) -> None:
     state = engine.state
     if state.epoch_length is not None and state.max_epochs:
         state.epoch_length = max(state.epoch_length, state.iteration // state.max_epochs + 1)
-
-
-def read_budget(path: str | os.PathLike | None) -> list[int] | None:
-    """Per-epoch visits of another dynamic run (its ``dynamic_cost.csv``): the random arm's budget."""
-    if path is None:
-        return None
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the random arm's budget is the per-epoch visits of a dynamic run's dynamic_cost.csv; "
-            "run the dad arm first or pass --dynamic_budget null with another rule"
-        )
-    with path.open(newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["epoch"]))
-    return [int(r["visits"]) for r in rows]
 
 
 def _batch_case_ids(batch: Any) -> list[str]:
@@ -208,6 +190,9 @@ class DynamicPruning:
         measure_dataset: the training cases with the measurement transform (record order): training
             crops by default (the patch Dice's scale), or whole volumes.
         inferer: inference for the measurement pass (``SimpleInferer`` on crops, sliding window on volumes).
+        measure_batch_size: cases per forward pass of the measurement (crops: the training batch size;
+            whole volumes, which differ in size: 1).
+        validator: the validation engine, timed for the cost rows (its runs are ``ValidateAtEnd``'s).
         loss_function: the trainer's loss (MONAI's DiceCELoss or DiceLoss), recomputed with each item's weight
             when a batch holds an item whose weight is not 1.
         device: where the measured batches go.
@@ -234,6 +219,8 @@ class DynamicPruning:
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable | None = None,
         save_rank: int = 0,
+        measure_batch_size: int = 1,
+        validator: Engine | None = None,
     ) -> None:
         self.sampler = sampler
         self.record = record
@@ -250,8 +237,11 @@ class DynamicPruning:
         self.batch_transform = batch_transform or _batch_case_ids
         self.save_rank = save_rank
         self.logger = logging.getLogger("DynamicPruning")
+        self.measure_batch_size = int(measure_batch_size)
+        self.validator = validator
         self._trained = np.zeros(len(record.case_ids), dtype=np.int64)  # items trained at weight > 0, this rank
-        self._t0 = 0.0
+        self._t0 = self._t_last = self._val_t0 = 0.0
+        self._iterations, self._val_s = 0, 0.0
 
     # ---- state, saved with the trainer's (ResumeCheckpoint) ----
     def _state(self, engine: Engine) -> dict[str, Any]:
@@ -266,9 +256,13 @@ class DynamicPruning:
             (Events.STARTED, self.started),
             (Events.EPOCH_STARTED, self.epoch_started),
             (IterationEvents.LOSS_COMPLETED, self.reweight),
+            (Events.ITERATION_COMPLETED, self.iteration_completed),
         ):
             if not engine.has_event_handler(fn, event):
                 engine.add_event_handler(event, fn)
+        if self.validator is not None and not self.validator.has_event_handler(self._validation_started):
+            self.validator.add_event_handler(Events.STARTED, self._validation_started)
+            self.validator.add_event_handler(Events.COMPLETED, self._validation_completed)
         if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
             # before ResumeCheckpoint's save (attached earlier), so the checkpoint of an epoch holds its
             # visits and cost: take those saves off, add this handler, put them back after it
@@ -303,8 +297,19 @@ class DynamicPruning:
             # iteration % epoch_length; the variable epoch lengths make that remainder meaningless
             engine._init_iter = 0
         self._trained[:] = 0
+        self._iterations, self._val_s = 0, 0.0
         self._check_same_plan(engine.state.epoch)
-        self._t0 = time.perf_counter()
+        self._t0 = self._t_last = time.perf_counter()
+
+    def iteration_completed(self, engine: Engine) -> None:
+        self._iterations += 1
+        self._t_last = time.perf_counter()  # the training loop's end, before the epoch's handlers run
+
+    def _validation_started(self, _: Engine) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def _validation_completed(self, _: Engine) -> None:
+        self._val_s += time.perf_counter() - self._val_t0
 
     def reweight(self, engine: Engine) -> None:
         """Replace the batch loss by the trainer's loss with each item's weight (an item of weight w counts
@@ -372,7 +377,8 @@ class DynamicPruning:
         net = getattr(self.network, "module", self.network)  # no DDP collectives in a rank-local pass
         was_training = net.training
         net.eval()
-        loader = DataLoader(Subset(self.measure_dataset, mine.tolist()), batch_size=1, num_workers=0)
+        loader = DataLoader(Subset(self.measure_dataset, mine.tolist()), batch_size=self.measure_batch_size,
+                            num_workers=0)  # fmt: skip
         for batch in loader:
             image, label = batch["image"].to(self.device), batch["label"].to(self.device)
             with torch.autocast("cuda", enabled=self.amp and self.device.type == "cuda"):
@@ -392,7 +398,7 @@ class DynamicPruning:
     def epoch_completed(self, engine: Engine) -> None:
         """After ``DADTracker``: measure the dropped cases, write the visit column and the epoch's cost."""
         epoch, plan = engine.state.epoch, self.sampler.plan
-        train_s = time.perf_counter() - self._t0
+        train_s = self._t_last - self._t0
         trained_items = self._check_trained_once(epoch)
         rows = plan.measure
         measure_items, measure_s = 0, 0.0
@@ -408,34 +414,19 @@ class DynamicPruning:
             state["stop_fired"] = True
             self.sampler.stop_fired = True
         counts = plan.counts()
-        row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in ("visits", "visited", "thinned",
-               "dropped", "measured")}, "measure_items": measure_items, "train_s": round(train_s, 3),
-               "measure_s": round(measure_s, 3), "trained_items": trained_items}  # fmt: skip
+        seconds = {"train_s": train_s, "measure_s": measure_s, "val_s": self._val_s}
+        row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in COST_FIELDS if k in counts},
+               "iterations": self._iterations, "measure_items": measure_items, "trained_items": trained_items,
+               **{k: round(v, 3) for k, v in seconds.items()}}  # fmt: skip
         state["cost"] = [r for r in state["cost"] if r["epoch"] < epoch] + [row]
         if idist.get_rank() == self.save_rank:
             self.record.save(self.record_path)
-            self.write_cost(state["cost"], len(self.record.case_ids), engine.state.max_epochs)
+            settings = self.sampler.settings
+            write_cost(self.output_dir, state["cost"], len(self.record.case_ids), settings.num_crops,
+                       {"settings": settings.as_dict(), "seed": int(self.sampler.seed)})  # fmt: skip
         self.logger.info(
-            f"epoch {epoch} ({plan.phase}): {counts['visits']} visits, {counts['thinned']} thinned, "
-            f"{counts['dropped'] + counts['measured']} dropped ({counts['measured']} measured)"
+            f"epoch {epoch} ({plan.phase}): {counts['visits']} visits ({counts['crops']} crops), {counts['thinned']} "
+            f"thinned, {counts['cropped']} with fewer crops, {counts['dropped'] + counts['measured']} dropped "
+            f"({counts['measured']} measured)"
         )
         keep_the_epoch_count_in_charge(engine)  # before ResumeCheckpoint's save: a resumed run checks it too
-
-    def write_cost(self, cost: Sequence[Mapping[str, Any]], n_cases: int, max_epochs: int) -> None:
-        write_csv_atomic(self.output_dir / "dynamic_cost.csv", COST_FIELDS, [[r[k] for k in COST_FIELDS] for r in cost])
-        visits = sum(r["visits"] for r in cost)
-        measured = sum(r["measure_items"] for r in cost)
-        done = len(cost)
-        write_json_atomic(self.output_dir / "dynamic_summary.json", {
-            "epochs": done,
-            "settings": self.sampler.settings.as_dict(),
-            "seed": int(self.sampler.seed),
-            "case_visits": visits,
-            "measure_items": measured,
-            "full_case_visits": n_cases * done,
-            "visits_x_full": visits / (n_cases * done) if done else None,
-            "train_s": round(sum(r["train_s"] for r in cost), 3),
-            "measure_s": round(sum(r["measure_s"] for r in cost), 3),
-            "note": "visits_x_full: training case visits over a full-data run's (cases x epochs); measure_items are "
-                    "forward-only passes over dropped cases (crops or volumes), counted apart; wall times per rank 0",
-        })  # fmt: skip
