@@ -23,6 +23,7 @@ from monai.data import Dataset
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics
+from scripts.handlers.dynamic_cost import read_budget, write_cost
 from scripts.handlers.dynamic_pruning import DynamicSampler, keep_the_epoch_count_in_charge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +119,27 @@ def test_two_ranks_share_one_plan_and_visit_each_case_once_between_them():
         loader = SimpleNamespace(sampler=samplers[1], dataset=dataset)
         padded_ids = padding_case_ids(loader)
         assert len(expected.visits) % 2 == 0 or padded_ids or padding_case_ids(SimpleNamespace(sampler=samplers[0]))
+
+
+def test_cost_files_total_by_hand_and_give_the_random_arm_its_budget(tmp_path):
+    rows = [
+        {"epoch": 1, "phase": "warmup", "visits": 10, "crops": 20, "iterations": 3, "measure_items": 0, "train_s": 2.0,
+         "measure_s": 0.0, "val_s": 0.0},
+        {"epoch": 2, "phase": "prune", "visits": 8, "crops": 13, "iterations": 2, "measure_items": 4, "train_s": 1.5,
+         "measure_s": 0.25, "val_s": 0.75},
+    ]  # fmt: skip
+    write_cost(tmp_path, rows, n_cases=10, num_crops=2, about={"seed": 3})
+    summary = json.loads((tmp_path / "dynamic_summary.json").read_text())
+    assert (summary["case_visits"], summary["crops"], summary["iterations"], summary["measure_items"]) == (18, 33, 5, 4)
+    assert summary["visits_x_full"] == pytest.approx(18 / 20) and summary["crops_x_full"] == pytest.approx(33 / 40)
+    assert (summary["train_s"], summary["measure_s"], summary["val_s"], summary["seed"]) == (3.5, 0.25, 0.75, 3)
+    assert read_budget(tmp_path / "dynamic_cost.csv") == [10, 8]
+    assert read_budget(tmp_path / "dynamic_cost.csv", "crops") == [20, 13]
+    (tmp_path / "old.csv").write_text("epoch,visits\n1,10\n")
+    with pytest.raises(ValueError, match="no 'crops' column"):
+        read_budget(tmp_path / "old.csv", "crops")
+    with pytest.raises(FileNotFoundError, match="run the dad arm first"):
+        read_budget(tmp_path / "none.csv")
 
 
 # ---- real runs (tiny: 7-8 cases, 16^3 patches, 24^3 / 32^3 volumes) ----
@@ -284,4 +306,10 @@ def test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch(tmp_path):
         *("--dynamic_thin_ratio", "0.9", "--dynamic_anneal_fraction", "0.0"),
     ])  # fmt: skip
     assert json.loads((out / "run.json").read_text())["epochs_trained"] == 6
-    assert [int(r["epoch"]) for r in _cost(out / "dynamic_cost.csv")] == list(range(1, 7))
+    cost = _cost(out / "dynamic_cost.csv")
+    assert [int(r["epoch"]) for r in cost] == list(range(1, 7))
+    # the validation (val_interval 6: at epoch 6 only) is timed apart from the training loop
+    assert [float(r["val_s"]) > 0 for r in cost] == [False] * 5 + [True]
+    assert all(float(r["train_s"]) > 0 for r in cost)
+    # iterations: ceil(visits / batch 1) = the visits; the case rule trains 2 crops a visit
+    assert all(int(r["iterations"]) == int(r["visits"]) and int(r["crops"]) == 2 * int(r["visits"]) for r in cost)
