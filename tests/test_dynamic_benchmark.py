@@ -158,3 +158,14 @@ def test_a_random_crop_arm_needs_its_reference_and_full_shares_are_checked(tmp_p
         run_dynamic_benchmark(str(tmp_path), arms=["dynamic_random_crops"], runner=FakeRunner())
     with pytest.raises(ValueError, match="unknown dynamic arm 'full_1.5'"):
         run_dynamic_benchmark(str(tmp_path), arms=["full_1.5"], runner=FakeRunner())
+
+
+def test_bookkeeping_cost_rows_are_medians_over_one_training_epoch():
+    from scripts.experiments.bench_dynamic_cost import format_rows
+
+    table = format_rows(4.0, {"validation": [1.0, 3.0, 2.0], "measurement": [0.2, 0.1, 0.4]},
+                        {"validation": "every 5 epochs"})  # fmt: skip
+    lines = table.splitlines()
+    assert lines[2] == "| training epoch (loop) | every epoch | 4.000 | 1.000 |"
+    assert lines[3] == "| validation | every 5 epochs | 2.000 | 0.500 |"  # median 2 s over a 4 s epoch
+    assert lines[4] == "| measurement |  | 0.200 | 0.050 |"

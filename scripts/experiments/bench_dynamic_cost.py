@@ -81,7 +81,7 @@ def run_bench(
     volumes = Dataset(datalist, transform=parser.get_parsed_content("validate#preprocessing"))
     validator = parser.get_parsed_content("validate#evaluator")
     window = parser.get_parsed_content("validate#inferer")
-    crop_inferer = handler.inferer
+    crops = handler.inferer
 
     def measure(dataset: Any, batch_size: int, inferer: Any) -> Callable[[], Any]:
         def run() -> Any:
@@ -90,14 +90,13 @@ def run_bench(
 
         return run
 
+    n, n_val = len(rows), len(parser.get_parsed_content("val_datalist"))
     parts = {
-        f"measurement, {len(rows)} dropped cases' crops, cached, batches of {batch} (0.6.2)": measure(cached, batch,
-                                                                                                    crop_inferer),
-        f"measurement, {len(rows)} dropped cases' crops, from disk, one a pass (0.6.1)": measure(from_disk, 1,
-                                                                                               crop_inferer),
-        f"validation, {len(parser.get_parsed_content('val_datalist'))} volumes": validator.run,
-        f"measurement, {len(rows)} dropped cases' whole volumes (dynamic_measure volumes)": measure(volumes, 1, window),
-    }  # fmt: skip
+        f"measurement, {n} dropped cases' crops, cached, batches of {batch} (0.6.2)": measure(cached, batch, crops),
+        f"measurement, {n} dropped cases' crops, from disk, one a pass (0.6.1)": measure(from_disk, 1, crops),
+        f"validation, {n_val} volumes": validator.run,
+        f"measurement, {n} dropped cases' whole volumes (dynamic_measure volumes)": measure(volumes, 1, window),
+    }
     timings: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(int(repeats)):
         for name, fn in parts.items():
