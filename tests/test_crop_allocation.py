@@ -15,7 +15,8 @@ from scripts.core.crop_allocation import crop_counts, random_crop_counts, settle
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.record import DynamicsRecord
 from scripts.data.visits import VisitDataset
-from scripts.handlers.dynamic_pruning import DynamicSampler
+
+from tests.test_dynamic_pruning import _RankSampler
 
 # ten cases, hardest first: 0-1 the tail, 2-5 the middle, 6-9 the easy head (easy_fraction 0.4)
 DAD = np.array([0.05, 0.10, 0.50, 0.55, 0.60, 0.65, 0.80, 0.85, 0.90, 0.95])
@@ -135,15 +136,6 @@ def test_crop_unit_settings_are_checked():
         _settings(rule="infobatch")
     with pytest.raises(ValueError, match="num_crops must be >= 1"):
         _settings(num_crops=0)
-
-
-class _RankSampler(DynamicSampler):
-    def __init__(self, *args, rank: int, world: int, **kw):
-        super().__init__(*args, **kw)
-        self._fake = (rank, world)
-
-    def _world(self):
-        return self._fake
 
 
 def _record(n_epochs: int) -> DynamicsRecord:

@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scripts.data.record import read_dynamics
-from scripts.experiments.intervals import paired_interval
+from scripts.experiments.intervals import format_paired
 from scripts.utils.atomic import atomic_output
 
 __all__ = ["SAME_COST", "compute_of", "full_fraction", "format_compute_table", "plot_dice_vs_compute"]
@@ -73,16 +73,6 @@ def compute_of(run_dir: Path, batch_size: int, wall_s: float) -> dict[str, Any]:
     out.update(crops=int(np.nansum(table["n_items"])), iterations=len(epochs) * math.ceil(n_cases / batch_size),
                measure_crops=0)  # fmt: skip
     return out
-
-
-def _interval(diffs: Sequence[float]) -> str:
-    d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=np.float64)
-    if d.size == 0:
-        return ""
-    if d.size < 2:
-        return f"{d.mean():+.4f}"
-    mean, half = paired_interval(d)
-    return f"{mean:+.4f} ± {half:.4f}"
 
 
 def _by_arm(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, Mapping[str, Any]]]:
@@ -140,11 +130,12 @@ def format_compute_table(rows: Sequence[Mapping[str, Any]]) -> str:
         dice = [_dice(rs[s]) for s in seeds]
         cells.append(f"{np.mean(dice):.4f} ± {np.std(dice):.4f}")
         full = by_arm.get("full", {})
-        cells.append("" if arm == "full" else _interval([_dice(rs[s]) - _dice(full[s]) for s in seeds if s in full]))
+        vs_full = [_dice(rs[s]) - _dice(full[s]) for s in seeds if s in full]
+        cells.append("" if arm == "full" else format_paired(vs_full))
         curve = [_dice(rs[s]) - _on_full_curve(by_arm, s, _x_full(by_arm, arm, s, "crops")) for s in seeds]
-        cells.append("" if full_fraction(arm) is not None else _interval(curve))
+        cells.append("" if full_fraction(arm) is not None else format_paired(curve))
         random = by_arm.get(SAME_COST.get(arm, ""), {})
-        cells.append(_interval([_dice(rs[s]) - _dice(random[s]) for s in seeds if s in random]))
+        cells.append(format_paired([_dice(rs[s]) - _dice(random[s]) for s in seeds if s in random]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -53,7 +53,7 @@ from scripts.experiments.compute_curves import (
     full_fraction,
     plot_dice_vs_compute,
 )
-from scripts.experiments.intervals import paired_interval
+from scripts.experiments.intervals import format_paired
 from scripts.utils.atomic import write_text_atomic
 
 __all__ = ["ARMS", "arm_overrides", "cost_of", "format_cost_table", "run_dynamic_benchmark"]
@@ -148,16 +148,6 @@ def cost_of(run_dir: Path, n_cases: int, epochs: int, wall_s: float, full_wall_s
             "measured_x_full": measured / full, "wall_s": wall_s, "wall_x_full": wall_s / full_wall_s}  # fmt: skip
 
 
-def _interval(diffs: Sequence[float]) -> str:
-    d = np.asarray(diffs, dtype=np.float64)
-    if d.size == 0:
-        return ""
-    if d.size < 2:
-        return f"{d.mean():+.4f}"
-    mean, half = paired_interval(d)
-    return f"{mean:+.4f} ± {half:.4f}"
-
-
 def format_cost_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Markdown: per arm, seeds, cost x full (visits, measured cases, wall), test Dice mean ± std and the
     paired differences against the full data and the same-visit random arm (same seed)."""
@@ -178,7 +168,7 @@ def format_cost_table(rows: Sequence[Mapping[str, Any]]) -> str:
         for base in ("full", "dynamic_random"):
             other = by_arm.get(base, {})
             diffs = [dice[s] - other[s]["test_dice"]["overall"]["mean"] for s in sorted(dice) if s in other]
-            cells.append("" if arm in (base, "full") else _interval(diffs))
+            cells.append("" if arm in (base, "full") else format_paired(diffs))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
