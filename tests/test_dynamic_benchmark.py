@@ -1,5 +1,7 @@
-"""The one-training arms (dynamic, same-visit random, InfoBatch) with a fake bundle runner: what each run
-is told, cost x full from the runs' own visit counts and wall times, paired differences, resume."""
+"""The one-training arms (dynamic, same-visit random, InfoBatch, the crop rule and its random twin, the
+full data's shorter schedules) with a fake bundle runner: what each run is told, cost x full from the
+runs' own visit counts and wall times, compute (crops, iterations) against the full data's curve,
+paired differences, resume."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ from scripts.experiments.dynamic_benchmark import format_cost_table, run_dynamic
 
 N_CASES, EPOCHS = 4, 5
 DICE = {"full": {0: 0.70, 1: 0.72}, "dynamic": {0: 0.71, 1: 0.74}, "dynamic_random": {0: 0.66, 1: 0.69},
-        "infobatch": {0: 0.69, 1: 0.70}}  # fmt: skip
-WALL = {"full": 100.0, "dynamic": 70.0, "dynamic_random": 65.0, "infobatch": 80.0}
+        "infobatch": {0: 0.69, 1: 0.70}, "full_0.4": {0: 0.60, 1: 0.64}, "full_0.8": {0: 0.68, 1: 0.70},
+        "dynamic_crops": {0: 0.705, 1: 0.725}, "dynamic_random_crops": {0: 0.68, 1: 0.69}}  # fmt: skip
+WALL = {"full": 100.0, "dynamic": 70.0, "dynamic_random": 65.0, "infobatch": 80.0, "full_0.4": 40.0,
+        "full_0.8": 80.0, "dynamic_crops": 90.0, "dynamic_random_crops": 88.0}  # fmt: skip
 VISITS = [4, 4, 3, 2, 3]  # the dynamic run's visits per epoch: 16 of 20
+CROPS = [8, 8, 6, 6, 8]  # the crop rule's crops per epoch (every case visited, 2 crops or 1): 36 of 40
 
 
 class FakeRunner:
@@ -29,18 +34,23 @@ class FakeRunner:
         arm = out.name.rsplit("_seed", 1)[0]
         seed = int(out.name.rsplit("_seed", 1)[1])
         if run_id == "training":
+            epochs = int(settings.get("epochs", EPOCHS))
             out.mkdir(parents=True, exist_ok=True)
-            (out / "run.json").write_text(json.dumps({"epochs": EPOCHS, "delta_t": 2}))
+            (out / "run.json").write_text(json.dumps({"epochs": epochs, "delta_t": 2, "train_s": WALL[arm] / 2}))
             record = DynamicsRecord([f"c{i}" for i in range(N_CASES)], ["a"] * N_CASES, 2)
-            for e in range(1, EPOCHS + 1):
-                record.add_pooled_epoch(e, "patches", np.ones((N_CASES, 3, 1)), np.ones(N_CASES, dtype=int))
+            for e in range(1, epochs + 1):  # every case's 2 crops each epoch (what a full run's record holds)
+                record.add_pooled_epoch(e, "patches", np.ones((N_CASES, 3, 1)), np.full(N_CASES, 2))
             record.save(out / "dynamics.csv")
-            if arm != "full":
+            if not arm.startswith("full"):
                 visits = VISITS if arm in ("dynamic", "dynamic_random") else [4, 3, 3, 3, 4]
+                crops = CROPS if "crops" in arm else [2 * v for v in visits]
+                visits = [4] * 5 if "crops" in arm else visits
                 with (out / "dynamic_cost.csv").open("w", newline="") as f:
                     w = csv.writer(f)
-                    w.writerow(["epoch", "visits", "measured"])
-                    w.writerows([[e + 1, v, 1 if arm == "dynamic" and e == 3 else 0] for e, v in enumerate(visits)])
+                    w.writerow(["epoch", "visits", "measured", "crops", "iterations", "measure_items", "val_s"])
+                    w.writerows([[e + 1, v, 1 if arm == "dynamic" and e == 3 else 0, c, -(-v // 4),
+                                  2 if arm == "dynamic" and e == 3 else 0, 0.5]
+                                 for e, (v, c) in enumerate(zip(visits, crops))])  # fmt: skip
             return WALL[arm]
         (out / "eval").mkdir(parents=True, exist_ok=True)
         summary = {"overall": {"mean": DICE[arm][seed]}}
@@ -104,3 +114,58 @@ def test_cost_table_interval_is_student_t_at_many_seeds():
     half = 2.201 * diffs.std(ddof=1) / np.sqrt(12)
     line = next(r for r in format_cost_table(rows).splitlines() if r.startswith("| dynamic |"))
     assert f"+0.0200 ± {half:.4f}" in line
+
+
+def test_compute_arms_full_schedules_crops_and_the_curve(tmp_path):
+    runner = FakeRunner()
+    overrides = {"epochs": EPOCHS, "delta_t": 2, "val_interval": 5}
+    rows = run_dynamic_benchmark(str(tmp_path), arms=["dynamic_random_crops", "dynamic_crops", "full_0.4", "full_0.8"],
+                                 seeds=[0, 1], runner=runner, overrides=overrides)  # fmt: skip
+    trainings = {Path(s["output_dir"]).name: (c, s) for run_id, c, s in runner.calls if run_id == "training"}
+    names = [Path(s["output_dir"]).name for run_id, _, s in runner.calls if run_id == "training"]
+    assert names[:4] == ["full_seed0", "full_0.4_seed0", "full_0.8_seed0", "dynamic_crops_seed0"]
+    # the shorter schedules: the full data over round(0.4 x 5) = 2 and 4 epochs, delta_t cut to them
+    configs, settings = trainings["full_0.4_seed1"]
+    assert configs == ["configs/train.yaml"] and (settings["epochs"], settings["delta_t"]) == (2, 2)
+    assert trainings["full_0.8_seed0"][1]["epochs"] == 4 and trainings["full_seed0"][1]["epochs"] == EPOCHS
+    assert trainings["dynamic_crops_seed0"][1]["dynamic_unit"] == "crop"
+    random = trainings["dynamic_random_crops_seed1"][1]
+    assert (random["dynamic_rule"], random["dynamic_unit"]) == ("random", "crop")
+    assert random["dynamic_budget"] == str(tmp_path / "dynamic_crops_seed1" / "dynamic_cost.csv")
+
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    # full: 4 cases x 5 epochs x 2 crops = 40 crops, 5 x ceil(4 / 4) = 5 iterations (train.yaml's batch 4)
+    assert (by["full", 0]["compute"]["crops"], by["full", 0]["compute"]["iterations"]) == (40, 5)
+    assert by["full_0.4", 0]["compute"]["crops"] == 16 and by["full_0.4", 0]["cost"]["visits_x_full"] == 0.4
+    assert (by["dynamic_crops", 0]["compute"]["crops"], by["dynamic_crops", 0]["compute"]["iterations"]) == (36, 5)
+    table = (tmp_path / "compute_table.md").read_text()
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in table.splitlines()[2:]}
+    assert cells["full_0.4"][2:6] == ["0.400", "0.400", "0.000", "0.400"]  # iterations, crops, measured, train s
+    crops_row = cells["dynamic_crops"]
+    assert crops_row[2:5] == ["1.000", "0.900", "0.000"] and crops_row[6] == "0.900"  # wall 90 / 100
+    # on the full data's curve at 0.9 x its crops: halfway between full_0.8 and full, per seed
+    curve = [DICE["dynamic_crops"][s] - (DICE["full_0.8"][s] + DICE["full"][s]) / 2 for s in (0, 1)]
+    half = 12.706 * np.std(curve, ddof=1) / np.sqrt(2)
+    assert crops_row[9] == f"{np.mean(curve):+.4f} ± {half:.4f}"
+    vs_random = [DICE["dynamic_crops"][s] - DICE["dynamic_random_crops"][s] for s in (0, 1)]
+    assert crops_row[10].startswith(f"{np.mean(vs_random):+.4f} ± ")
+    assert cells["full_0.4"][9] == ""  # a full schedule is the curve, not on it
+    assert (tmp_path / "dice_vs_compute.png").stat().st_size > 1000
+
+
+def test_a_random_crop_arm_needs_its_reference_and_full_shares_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="the dynamic_random_crops arm matches the dynamic_crops arm's cost"):
+        run_dynamic_benchmark(str(tmp_path), arms=["dynamic_random_crops"], runner=FakeRunner())
+    with pytest.raises(ValueError, match="unknown dynamic arm 'full_1.5'"):
+        run_dynamic_benchmark(str(tmp_path), arms=["full_1.5"], runner=FakeRunner())
+
+
+def test_bookkeeping_cost_rows_are_medians_over_one_training_epoch():
+    from scripts.experiments.bench_dynamic_cost import format_rows
+
+    table = format_rows(4.0, {"validation": [1.0, 3.0, 2.0], "measurement": [0.2, 0.1, 0.4]},
+                        {"validation": "every 5 epochs"})  # fmt: skip
+    lines = table.splitlines()
+    assert lines[2] == "| training epoch (loop) | every epoch | 4.000 | 1.000 |"
+    assert lines[3] == "| validation | every 5 epochs | 2.000 | 0.500 |"  # median 2 s over a 4 s epoch
+    assert lines[4] == "| measurement |  | 0.200 | 0.050 |"

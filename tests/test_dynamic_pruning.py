@@ -1,6 +1,6 @@
 """Dynamic pruning's glue: the record's visit column (old records unchanged), the sampler's share of an
-epoch per rank, the loss reweighting, and real runs: two gloo ranks against one process, and a run
-killed with SIGKILL and resumed."""
+epoch per rank (the loss weights: tests/test_weighted_loss.py), and real runs: two gloo ranks against one
+process, and a run killed with SIGKILL and resumed."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from monai.data import Dataset
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics
-from scripts.handlers.dynamic_pruning import DynamicPruning, DynamicSampler, keep_the_epoch_count_in_charge
+from scripts.handlers.dynamic_cost import read_budget, write_cost
+from scripts.handlers.dynamic_pruning import DynamicSampler, keep_the_epoch_count_in_charge
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [f"c{i}" for i in range(10)]
@@ -102,37 +103,43 @@ def test_two_ranks_share_one_plan_and_visit_each_case_once_between_them():
         for s in samplers:
             np.testing.assert_array_equal(s.plan.status, expected.status)
         assert len(samplers[0]) == len(samplers[1])  # the same number of batches on each rank
-        real = Counter()
+        real, crops = Counter(), Counter()
         for s in samplers:
             padded = set(s.padding_indices())
-            real.update(i for i in s if i not in padded)
+            for row, k, w in s:  # (row, crops, weight) per visit
+                if w > 0:
+                    real[row] += 1
+                    crops[row] += k
+                    assert w == expected.weight[row] and k == 2, (row, k, w)
+                else:  # a padding repeat: one crop at weight 0, and named as padding for the DAD tracker
+                    assert row in padded and k == 1
         assert sorted(real) == sorted(expected.visits.tolist()) and set(real.values()) == {1}
-        # the DAD tracker finds the padding through the loader, and the handler weighs it 0
+        assert set(crops.values()) == {2}
+        # the DAD tracker finds the padding through the loader
         loader = SimpleNamespace(sampler=samplers[1], dataset=dataset)
         padded_ids = padding_case_ids(loader)
-        weights = samplers[1].weights_by_case()
-        assert all(weights[c] == 0.0 for c in padded_ids)
-        assert len(expected.visits) % 2 == 0 or padded_ids  # an odd epoch pads one rank
+        assert len(expected.visits) % 2 == 0 or padded_ids or padding_case_ids(SimpleNamespace(sampler=samplers[0]))
 
 
-def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
-    record = _record(1)
-    handler = DynamicPruning.__new__(DynamicPruning)
-    handler.record = record
-    handler._weights = {"c0": 2.0, "c1": 0.0, "c2": 1.0}
-    handler._trained = np.zeros(10, dtype=np.int64)
-    handler.loss_function = lambda p, y: ((p - y) ** 2).mean()
-    handler.batch_transform = lambda b: b["case_id"]
-    handler.output_transform = lambda o: (o["pred"], o["label"])
-    pred = torch.tensor([[1.0, 1.0], [3.0, 3.0], [0.0, 2.0]])
-    label = torch.zeros(3, 2)
-    losses = [1.0, 9.0, 2.0]  # each item's own mean squared error
-    output = {"pred": pred, "label": label, "loss": ((pred - label) ** 2).mean()}
-    engine = SimpleNamespace(state=SimpleNamespace(batch={"case_id": ["c0", "c1", "c2"]}, output=output))
-    handler.reweight(engine)
-    # (2 * 1 + 0 * 9 + 1 * 2) / 3
-    assert engine.state.output["loss"].item() == pytest.approx((2 * losses[0] + 0 * losses[1] + losses[2]) / 3)
-    assert handler._trained[:3].tolist() == [1, 0, 1]
+def test_cost_files_total_by_hand_and_give_the_random_arm_its_budget(tmp_path):
+    rows = [
+        {"epoch": 1, "phase": "warmup", "visits": 10, "crops": 20, "iterations": 3, "measure_items": 0, "train_s": 2.0,
+         "measure_s": 0.0, "val_s": 0.0},
+        {"epoch": 2, "phase": "prune", "visits": 8, "crops": 13, "iterations": 2, "measure_items": 4, "train_s": 1.5,
+         "measure_s": 0.25, "val_s": 0.75},
+    ]  # fmt: skip
+    write_cost(tmp_path, rows, n_cases=10, num_crops=2, about={"seed": 3})
+    summary = json.loads((tmp_path / "dynamic_summary.json").read_text())
+    assert (summary["case_visits"], summary["crops"], summary["iterations"], summary["measure_items"]) == (18, 33, 5, 4)
+    assert summary["visits_x_full"] == pytest.approx(18 / 20) and summary["crops_x_full"] == pytest.approx(33 / 40)
+    assert (summary["train_s"], summary["measure_s"], summary["val_s"], summary["seed"]) == (3.5, 0.25, 0.75, 3)
+    assert read_budget(tmp_path / "dynamic_cost.csv") == [10, 8]
+    assert read_budget(tmp_path / "dynamic_cost.csv", "crops") == [20, 13]
+    (tmp_path / "old.csv").write_text("epoch,visits\n1,10\n")
+    with pytest.raises(ValueError, match="no 'crops' column"):
+        read_budget(tmp_path / "old.csv", "crops")
+    with pytest.raises(FileNotFoundError, match="run the dad arm first"):
+        read_budget(tmp_path / "none.csv")
 
 
 # ---- real runs (tiny: 7-8 cases, 16^3 patches, 24^3 / 32^3 volumes) ----
@@ -140,9 +147,12 @@ def test_reweight_gives_the_weighted_mean_for_a_per_item_mean_loss():
 MODULE = ["-m", "monai.bundle", "run", "training", "--config_file"]
 BUNDLE = [sys.executable, *MODULE]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-# a fixed share of 15% dropped (no z threshold), so these tiny runs do drop and measure
+# a fixed share of 15% dropped (no z threshold), so these tiny runs do drop and measure; the ranks and resume
+# runs thin by crops (patch-level, issue 26: the same sampler, data set and handler as the case rule, which
+# test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch runs)
 DYNAMIC = ["--dynamic_warmup", "1", "--dynamic_drop_fraction", "0.15", "--dynamic_tail", "fraction",
            "--dynamic_measure_interval", "2", "--dynamic_anneal_fraction", "0.25"]  # fmt: skip
+CROPS = ["--dynamic_unit", "crop"]
 
 
 def _frozen(tmp_path: Path, out: str) -> list[str]:
@@ -156,8 +166,8 @@ def _frozen(tmp_path: Path, out: str) -> list[str]:
         *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
         *("--batch_size", "2", "--epochs", "3", "--val_interval", "3", "--learning_rate", "0.0"),
         *("--network_def#norm", "instance", "--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
-        *DYNAMIC,
-    ]
+        *DYNAMIC, *CROPS,
+    ]  # fmt: skip
 
 
 def _run(cmd: list[str]) -> str:
@@ -182,10 +192,15 @@ def test_two_gloo_ranks_make_the_single_process_decisions(tmp_path):
     np.testing.assert_array_equal(multi["visit"], single["visit"])
     np.testing.assert_allclose(multi["dice"], single["dice"], rtol=0, atol=1e-6)
     assert {"dropped", "measured"} & set(single["visit"])  # the plan did prune: the comparison compares decisions
-    for d in ("single", "multi"):
-        for row in _cost(tmp_path / d / "dynamic_cost.csv"):
-            # each visit trained the case's 2 crops once between the ranks (the handler checks it per case)
-            assert int(row["trained_items"]) == 2 * int(row["visits"])
+    assert "cropped" in set(single["visit"])  # and gave the settled easy cases 1 of their 2 crops
+    costs = [_cost(tmp_path / d / "dynamic_cost.csv") for d in ("single", "multi")]
+    assert [(r["visits"], r["crops"], r["cropped"]) for r in costs[0]] == [
+        (r["visits"], r["crops"], r["cropped"]) for r in costs[1]]  # fmt: skip
+    for rows in costs:
+        for row in rows:
+            # each visit trained its planned crops once between the ranks (the handler checks it per case):
+            # 2 per visit, 1 per cropped visit
+            assert int(row["trained_items"]) == int(row["crops"]) == 2 * int(row["visits"]) - int(row["cropped"])
 
 
 def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
@@ -197,7 +212,7 @@ def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
         *("--ckpt_dir", str(tmp_path / "models"), "--synthetic", json.dumps(synthetic)),
         *("--patch_size", "[16,16,16]", "--epochs", "6", "--delta_t", "2", "--val_interval", "6"),
         *("--num_workers", "0", "--batch_size", "2"),
-        *DYNAMIC, *extra,
+        *DYNAMIC, *CROPS, *extra,
     ]  # fmt: skip
 
 
@@ -236,13 +251,15 @@ def test_sigkill_then_resume_restores_the_sampler_and_one_row_per_case_and_epoch
     # every epoch's decisions, before and after the kill, are the rule's on the record of the epochs before it
     record = DynamicsRecord.load(tmp_path / "out" / "dynamics.csv")
     settings = DynamicSettings(epochs=6, warmup=1, window=2, drop_fraction=0.15, measure_interval=2,
-                               anneal_fraction=0.25)  # fmt: skip
+                               anneal_fraction=0.25, unit="crop", num_crops=2)  # fmt: skip
     epochs, dice = record.dice_matrix()
     visits = record.visit_matrix()[1]
+    cost_rows = _cost(cost)
     for e in range(1, 7):
         plan = plan_epoch(e, settings, epoch_rng(42, e), dice=dice[:, : e - 1], epochs=epochs[: e - 1],
                           centers=record.centers)  # fmt: skip
         assert visits[:, e - 1].tolist() == plan.status.tolist(), e
+        assert int(cost_rows[e - 1]["crops"]) == int(cost_rows[e - 1]["trained_items"]) == plan.counts()["crops"], e
     assert {"dropped", "measured"} & set(visits.ravel())
 
 
@@ -289,4 +306,10 @@ def test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch(tmp_path):
         *("--dynamic_thin_ratio", "0.9", "--dynamic_anneal_fraction", "0.0"),
     ])  # fmt: skip
     assert json.loads((out / "run.json").read_text())["epochs_trained"] == 6
-    assert [int(r["epoch"]) for r in _cost(out / "dynamic_cost.csv")] == list(range(1, 7))
+    cost = _cost(out / "dynamic_cost.csv")
+    assert [int(r["epoch"]) for r in cost] == list(range(1, 7))
+    # the validation (val_interval 6: at epoch 6 only) is timed apart from the training loop
+    assert [float(r["val_s"]) > 0 for r in cost] == [False] * 5 + [True]
+    assert all(float(r["train_s"]) > 0 for r in cost)
+    # iterations: ceil(visits / batch 1) = the visits; the case rule trains 2 crops a visit
+    assert all(int(r["iterations"]) == int(r["visits"]) and int(r["crops"]) == 2 * int(r["visits"]) for r in cost)

@@ -90,6 +90,43 @@ def test_annealing_trains_every_kept_case_for_the_last_epochs():
         np.testing.assert_array_equal(plan.weight[2:], np.ones(8))
 
 
+def _one_outlier(n_cases: int = 50) -> np.ndarray:
+    """DAD of 50 cases: one far below the others (robust z about -60), the rest spread evenly."""
+    return np.r_[0.05, np.linspace(0.80, 0.90, n_cases - 1)]
+
+
+def test_a_warmup_waiting_for_a_stop_rule_that_never_fires_drops_nothing():
+    # issue 25 item 2: 32 epochs, annealing over the last ceil(0.125 x 32) = 4 (29-32); the stop rule never
+    # fires, so the warm-up never ends and the outlier (case 0) is never judged: before the fix epoch 29
+    # entered the annealing phase and dropped it
+    s = _settings(epochs=32, tail="outlier", warmup_until_stop_rule=True)
+    values = _one_outlier()
+    for e in range(1, 33):
+        epochs, dice = _history(values, e - 1)
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice, epochs=epochs, stop_fired=False)
+        assert plan.phase == "warmup", e
+        assert set(plan.status) == {"visited"} and sorted(plan.visits.tolist()) == list(range(50)), e
+        np.testing.assert_array_equal(plan.weight, np.ones(50))
+    # the same run once the rule has fired: the annealing epochs drop the outlier (it was judged)
+    epochs, dice = _history(values, 30)
+    fired = plan_epoch(31, s, epoch_rng(0, 31), dice=dice, epochs=epochs, stop_fired=True)
+    assert fired.phase == "anneal" and fired.status[0] == "dropped" and set(fired.status[1:]) == {"visited"}
+
+
+def test_a_warmup_that_reaches_the_annealing_epochs_comes_first():
+    # warm-up 30 of 32 epochs, annealing 29-32: epochs 29 and 30 are still warm-up (every case, weight 1);
+    # 31 and 32 anneal on the ranking made after the warm-up
+    s = _settings(epochs=32, warmup=30, tail="outlier")
+    assert [phase_of(e, s) for e in (28, 29, 30, 31, 32)] == ["warmup"] * 3 + ["anneal"] * 2
+    values = _one_outlier()
+    for e in (29, 30):
+        epochs, dice = _history(values, e - 1)
+        plan = plan_epoch(e, s, epoch_rng(0, e), dice=dice, epochs=epochs)
+        assert set(plan.status) == {"visited"} and len(plan.visits) == 50, e
+    epochs, dice = _history(values, 30)
+    assert plan_epoch(31, s, epoch_rng(0, 31), dice=dice, epochs=epochs).status[0] == "dropped"
+
+
 def test_a_dropped_case_whose_dad_rises_comes_back():
     s = _settings(drop_fraction=0.1, easy_fraction=0.0)
     epochs, dice = _history(DAD, 15)
@@ -169,6 +206,30 @@ def test_matched_iterations_keeps_the_epochs_visits():
     epochs, dice = _history(DAD, 12)
     plan = plan_epoch(13, s, epoch_rng(0, 13), dice=dice, epochs=epochs)
     assert len(plan.visits) == 10 and not set(plan.visits.tolist()) & {0, 1}
+
+
+def test_matched_iterations_keep_the_easy_cases_expected_share():
+    # issue 25 item 4. 10 cases: 2 dropped, 4 middle, 4 easy thinned at r = 0.5. An epoch's own visits are
+    # 4 + Binomial(4, 1/2), topped up to 10 with extra whole visits drawn from the 8 kept cases: E[extras] =
+    # 10 - 4 - 2 = 4, 0.5 per case. Expected weight per case and epoch (in whole visits): 1 for its own visit
+    # (an easy case's 1/(1-r) = 2 half the time) + 0.5 = 1.5 for easy and middle alike. 0.6.1 kept the easy
+    # weight 2 on the extras too: 2 (1 - r)(1 + 0.5) + r 0.5 = 1.75, a share 1.17x the middle's.
+    r, n_epochs = 0.5, 3000
+    s = _settings(matched_iterations=True, thin_ratio=r, epochs=10_000, window=10_000)
+    epochs, dice = _history(DAD, 10)
+    per_epoch = np.zeros((n_epochs, 10))
+    for j, e in enumerate(range(100, 100 + n_epochs)):
+        plan = plan_epoch(e, s, epoch_rng(11, e), dice=dice, epochs=epochs)
+        assert len(plan.visits) == 10 and set(plan.visit_crops.tolist()) == {2}
+        np.add.at(per_epoch[j], plan.visits, plan.visit_weight)
+    mean = per_epoch.mean(axis=0)
+    sigma = per_epoch.std(axis=0, ddof=1) / math.sqrt(n_epochs)  # the standard error of each case's mean
+    assert np.all(per_epoch[:, :2] == 0)  # the dropped cases
+    for i in range(2, 10):  # middle 2-5, easy 6-9
+        assert abs(mean[i] - 1.5) <= 4 * sigma[i], (i, mean[i], sigma[i])
+    assert np.all(4 * sigma[2:] < 0.1)  # the bound is tight enough to tell 1.5 from 0.6.1's 1.75
+    ratio = mean[6:].mean() / mean[2:6].mean()
+    assert abs(ratio - 1.0) < 0.04, ratio  # about 5 standard errors of the ratio (0.6.1: 1.17)
 
 
 def test_split_for_rank_is_distributed_samplers_layout_and_covers_each_visit_once():

@@ -15,8 +15,13 @@ Rules (``DynamicSettings.rule``):
   measured (a forward pass, no gradient) every ``measure_interval`` epochs, so a dropped case whose DAD
   rises leaves the tail and comes back. For the last ``anneal_fraction`` of the epochs every case not
   dropped is visited with weight 1.
+  With ``unit="crop"`` (patch-level thinning, issue 26) the easy head is not skipped: every case not
+  dropped is visited every epoch, and each easy case whose Dice has settled (variability at most the
+  median) trains a share 1 - r of its K crops, each crop weighted K / k (``scripts.core.crop_allocation``);
+  the ambiguous (still moving), middle and unranked cases train all their crops.
 - ``random`` (the same-cost baseline): each epoch visits ``budget`` cases drawn uniformly without
-  replacement, weight 1; nothing dropped or measured.
+  replacement, weight 1; nothing dropped or measured. With ``unit="crop"`` the budget is crops: that
+  many of the n x K crop slots drawn uniformly, weight 1.
 - ``infobatch`` (Qin et al., ICLR 2024, "InfoBatch: Lossless Training Speed Up by Unbiased Dynamic Data
   Pruning", with its published defaults: prune ratio r = 0.5, annealing delta = 0.875, i.e. the last
   12.5% of the epochs on all data): a case whose latest recorded training loss is below the mean of
@@ -34,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scripts.core.crop_allocation import crop_counts, random_crop_counts, settled
 from scripts.core.dynamics import window_stats
 from scripts.scores.center_norm import pooled_center_zscore, robust_center_zscore
 
@@ -41,6 +47,7 @@ __all__ = [
     "RULES",
     "RANK_SCORES",
     "TAILS",
+    "UNITS",
     "STATUSES",
     "DynamicSettings",
     "EpochPlan",
@@ -55,9 +62,10 @@ __all__ = [
 RULES = ("dad", "random", "infobatch")
 RANK_SCORES = ("dad", "dad_center_z", "dad_center_pooled")
 TAILS = ("fraction", "outlier")
+UNITS = ("case", "crop")
 # what happened to a case in an epoch (the record's ``visit`` column); "measured": dropped, not trained
-# on, but its Dice measured by a forward pass
-STATUSES = ("visited", "thinned", "dropped", "measured")
+# on, but its Dice measured by a forward pass; "cropped": visited with fewer than its K crops
+STATUSES = ("visited", "cropped", "thinned", "dropped", "measured")
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,11 @@ class DynamicSettings:
             "dad_center_z" (within each center alone) or "dad".
         measure_interval: dropped cases are measured in epochs divisible by it.
         matched_iterations: top each epoch's visits up to the number of cases (extra visits drawn
-            uniformly, with replacement, from the cases not dropped), so the run keeps its iterations.
+            uniformly, with replacement, from the cases not dropped, each a whole visit at weight 1), so the
+            run keeps its iterations.
+        num_crops: K, the training crops a case yields per visit (configs/train.yaml's ``num_crops``).
+        unit: what the easy head is thinned by: "case" (skip whole visits, the rule of 0.6.x) or "crop"
+            (train fewer crops of every visit; the random rule: a budget of crops instead of visits).
         warmup_until_stop_rule: the warm-up also lasts until the stop rule has fired (the ranking settled).
     """
 
@@ -102,6 +114,8 @@ class DynamicSettings:
     measure_interval: int = 5
     matched_iterations: bool = False
     warmup_until_stop_rule: bool = False
+    num_crops: int = 2
+    unit: str = "case"
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +127,8 @@ class DynamicSettings:
             )
         if int(self.epochs) < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if int(self.num_crops) < 1:
+            problems.append(f"num_crops must be >= 1, got {self.num_crops}")
         if int(self.warmup) < 0 or int(self.window) < 1 or int(self.measure_interval) < 1:
             problems.append(
                 f"need warmup >= 0, window >= 1, measure_interval >= 1; got {self.warmup}, {self.window}, "
@@ -125,6 +141,10 @@ class DynamicSettings:
         for name in ("drop_fraction", "easy_fraction", "anneal_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.unit not in UNITS:
+            problems.append(f"unit {self.unit!r} is not one of {UNITS}")
+        elif self.unit == "crop" and self.rule == "infobatch":
+            problems.append("unit 'crop' is the dad and random rules' (InfoBatch skips whole samples)")
         if self.tail not in TAILS:
             problems.append(f"tail {self.tail!r} is not one of {TAILS}")
         if self.tail == "outlier" and not self.drop_z > 0:
@@ -146,9 +166,12 @@ class EpochPlan:
         epoch: the epoch planned (from 1).
         phase: "warmup", "prune" or "anneal".
         status: (n,) one of ``STATUSES`` per case.
-        weight: (n,) the loss weight of a visit (0 where not visited).
+        weight: (n,) the loss weight of the case's own visit (0 where not visited); a matched-iterations
+            extra visit has its own weight (``visit_weight``).
         visits: the record rows the epoch visits, in a seeded order (a row repeats only with matched
             iterations).
+        visit_crops: (len(visits),) the crops each visit trains.
+        visit_weight: (len(visits),) the loss weight of each of a visit's crops.
     """
 
     epoch: int
@@ -156,6 +179,8 @@ class EpochPlan:
     status: np.ndarray
     weight: np.ndarray
     visits: np.ndarray
+    visit_crops: np.ndarray
+    visit_weight: np.ndarray
 
     @property
     def measure(self) -> np.ndarray:
@@ -165,6 +190,7 @@ class EpochPlan:
     def counts(self) -> dict[str, int]:
         out = {s: int(np.sum(self.status == s)) for s in STATUSES}
         out["visits"] = int(len(self.visits))
+        out["crops"] = int(np.sum(self.visit_crops))
         return out
 
 
@@ -176,12 +202,14 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 
 def phase_of(epoch: int, settings: DynamicSettings, stop_fired: bool = True) -> str:
     """ "warmup" (epoch <= warmup, or the stop rule has not fired when the warm-up waits for it), "anneal"
-    (the last ceil(anneal_fraction x epochs) epochs) or "prune"."""
+    (the last ceil(anneal_fraction x epochs) epochs) or "prune". The warm-up comes first: a warm-up that
+    reaches the annealing epochs (or a stop rule that never fires) goes on, so no case is dropped before
+    the rule has ranked it after the warm-up."""
+    if epoch <= settings.warmup or (settings.warmup_until_stop_rule and not stop_fired):
+        return "warmup"
     n_anneal = math.ceil(settings.anneal_fraction * settings.epochs - 1e-9)
     if epoch > settings.epochs - n_anneal:
         return "anneal"
-    if epoch <= settings.warmup or (settings.warmup_until_stop_rule and not stop_fired):
-        return "warmup"
     return "prune"
 
 
@@ -211,14 +239,15 @@ def hard_tail(score: np.ndarray, drop_fraction: float, drop_z: float | None = No
 
 def _ranking_score(
     dice: np.ndarray, epochs: np.ndarray, epoch: int, settings: DynamicSettings, centers: Sequence[str] | None
-) -> np.ndarray:
-    """DAD over the window ending at the previous epoch (oriented: low = hard), or its center z-score."""
-    dad = window_stats(dice, epochs, epoch - 1 - settings.window, epoch - 1)[0]
+) -> tuple[np.ndarray, np.ndarray]:
+    """DAD over the window ending at the previous epoch (oriented: low = hard), or its center z-score, and
+    the variability over the same window."""
+    dad, variability = window_stats(dice, epochs, epoch - 1 - settings.window, epoch - 1)
     if settings.score == "dad_center_z":
-        return robust_center_zscore(dad, centers)
+        return robust_center_zscore(dad, centers), variability
     if settings.score == "dad_center_pooled":
-        return pooled_center_zscore(dad, centers)
-    return dad
+        return pooled_center_zscore(dad, centers), variability
+    return dad, variability
 
 
 def plan_epoch(
@@ -243,7 +272,8 @@ def plan_epoch(
         epochs: (E,) the epoch of each column of ``dice`` / ``loss``; only columns < ``epoch`` are used.
         centers: (n,) the center of each case (the "dad_center_pooled" and "dad_center_z" scores).
         loss: (n, E) per-case mean training loss, NaN where not visited ("infobatch" rule).
-        budget: visits of this epoch ("random" rule: the same-cost arm's per-epoch visits).
+        budget: visits of this epoch ("random" rule: the same-cost arm's per-epoch visits; crops with
+            ``unit="crop"``).
         stop_fired: False while a warm-up that waits for the stop rule goes on.
         n_cases: the number of cases when neither ``dice`` nor ``loss`` is given.
     """
@@ -253,18 +283,26 @@ def plan_epoch(
     epochs = np.asarray([] if epochs is None else epochs, dtype=np.int64)
     status = np.full(n, "visited", dtype=object)
     weight = np.ones(n)
+    n_crops = int(settings.num_crops)
+    crops = np.full(n, n_crops, dtype=np.int64)
     phase = phase_of(epoch, settings, stop_fired)
     r = settings.thin_ratio
 
     if settings.rule == "random":
         if budget is None:
             raise ValueError("the random rule needs the epoch's budget of visits (the same-cost arm's)")
-        if not 0 <= budget <= n:
-            raise ValueError(f"epoch {epoch}: a budget of {budget} visits for {n} cases")
-        chosen = np.zeros(n, dtype=bool)
-        chosen[rng.choice(n, int(budget), replace=False)] = True
-        status[~chosen] = "thinned"
-        phase = "prune" if budget < n else phase
+        full = n * n_crops if settings.unit == "crop" else n
+        if not 0 <= budget <= full:
+            raise ValueError(f"epoch {epoch}: a budget of {budget} {settings.unit}s for {n} cases")
+        if settings.unit == "crop":
+            crops = random_crop_counts(n, n_crops, int(budget), rng)
+            status[crops == 0] = "thinned"
+            status[(crops > 0) & (crops < n_crops)] = "cropped"
+        else:
+            chosen = np.zeros(n, dtype=bool)
+            chosen[rng.choice(n, int(budget), replace=False)] = True
+            status[~chosen] = "thinned"
+        phase = "prune" if budget < full else phase
     elif phase == "warmup":
         pass
     elif settings.rule == "infobatch":
@@ -281,7 +319,7 @@ def plan_epoch(
     else:  # the dad rule, in the prune or anneal phase
         if dice is None:
             raise ValueError("the dad rule needs the per-case Dice history")
-        score = _ranking_score(dice, epochs, epoch, settings, centers)
+        score, variability = _ranking_score(dice, epochs, epoch, settings, centers)
         ranked = np.flatnonzero(~np.isnan(score))
         order = ranked[np.argsort(score[ranked], kind="stable")]  # hardest first
         # the outlier tail needs a z-score: raw DAD's is its robust z over all cases (the same order)
@@ -291,27 +329,39 @@ def plan_epoch(
         status[dropped] = "measured" if epoch % settings.measure_interval == 0 else "dropped"
         if phase == "prune" and n_easy:
             easy = order[len(order) - n_easy :]
-            skip = rng.random(n_easy) < r
-            status[easy[skip]] = "thinned"
-            weight[easy[~skip]] = 1.0 / (1.0 - r)
-    visited = np.flatnonzero(status == "visited")
+            if settings.unit == "crop":  # fewer crops of each settled easy case, each weighted K / k
+                few = settled(easy, variability, ranked)
+                crops[few] = crop_counts(len(few), n_crops, 1.0 - r, rng)
+                weight[few] = n_crops / crops[few]
+                status[few[crops[few] < n_crops]] = "cropped"
+            else:
+                skip = rng.random(n_easy) < r
+                status[easy[skip]] = "thinned"
+                weight[easy[~skip]] = 1.0 / (1.0 - r)
+    trained = np.isin(status, ("visited", "cropped"))
+    visited = np.flatnonzero(trained)
     if len(visited) == 0 and settings.rule != "random":
         raise ValueError(
             f"dynamic pruning: epoch {epoch} would visit none of the {n} cases (the drop and easy shares "
             f"{settings.drop_fraction} + {settings.easy_fraction} leave no middle band, and every easy case "
             "was thinned); lower dynamic_easy_fraction or dynamic_drop_fraction (configs/dynamic.yaml)"
         )
-    weight[status != "visited"] = 0.0
-    visits = visited
+    weight[~trained], crops[~trained] = 0.0, 0
+    visits, visit_weight, visit_crops = visited, weight[visited], crops[visited]
     if settings.matched_iterations and settings.rule != "random" and 0 < len(visited) < n:
+        # every extra draw is a whole visit at weight 1, the same for every case of the pool: a kept easy
+        # case's own visit keeps 1/(1-r) (its expected weight 1 over the thinning draw) and an extra adds 1,
+        # as it does to a middle case, so the expected shares stay equal (0.6.1 gave an easy case drawn
+        # again 1/(1-r) on its extra too: 1.089x a middle case's share, issue 25 item 4)
         pool = np.flatnonzero((status != "dropped") & (status != "measured"))
         extra = rng.choice(pool, n - len(visited), replace=True)
-        weight_extra_ok = np.flatnonzero(status[extra] != "visited")
-        weight[extra[weight_extra_ok]] = 1.0  # a thinned case drawn again is visited at weight 1
-        status[extra[weight_extra_ok]] = "visited"
-        visits = np.concatenate([visited, extra])
-    visits = visits[rng.permutation(len(visits))]
-    return EpochPlan(epoch=int(epoch), phase=phase, status=status.astype(str), weight=weight, visits=visits)
+        again = extra[status[extra] == "thinned"]
+        weight[again], status[again] = 1.0, "visited"  # a thinned case drawn again is visited (at weight 1)
+        visits, visit_weight = np.concatenate([visited, extra]), np.concatenate([visit_weight, np.ones(len(extra))])
+        visit_crops = np.concatenate([visit_crops, np.full(len(extra), n_crops)])
+    order = rng.permutation(len(visits))
+    return EpochPlan(epoch=int(epoch), phase=phase, status=status.astype(str), weight=weight, visits=visits[order],
+                     visit_crops=visit_crops[order], visit_weight=visit_weight[order])  # fmt: skip
 
 
 def split_for_rank(visits: np.ndarray, rank: int, world_size: int) -> tuple[np.ndarray, np.ndarray]:

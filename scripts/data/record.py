@@ -207,7 +207,7 @@ class DynamicsRecord:
 
     def set_visits(self, epoch: int, status: Sequence[str]) -> None:
         """What happened to every case (record order) in ``epoch`` of a dynamic-pruning run ("visited",
-        "thinned", "dropped", "measured"); setting an epoch again replaces it."""
+        "thinned", "cropped", "dropped", "measured"); setting an epoch again replaces it."""
         status = np.asarray(status, dtype=object)
         if status.shape != (len(self.case_ids),):
             raise ValueError(f"epoch {epoch}: {status.size} visit statuses for {len(self.case_ids)} cases")

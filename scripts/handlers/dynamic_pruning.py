@@ -4,12 +4,15 @@
   engines call before any handler runs) it plans the epoch from the dynamics record with the pure rule
   and a generator drawn from (seed, epoch) alone, so every rank and a resumed run make the same
   decisions; it yields this rank's share of the epoch's visits (``DistributedSampler``'s layout, the
-  padding repeats named by ``padding_indices`` so the DAD tracker leaves them out).
+  padding repeats named by ``padding_indices`` so the DAD tracker leaves them out), each as
+  ``(row, crops, weight)`` for ``scripts.data.visits.VisitDataset``, so the weights ride in the batch.
 - ``DynamicPruning``: the handler. At each epoch start it sets the epoch's length (fewer iterations);
-  after each loss it reweights the items of the batch (easy cases 1/(1-r), padding 0); at each epoch
+  after each loss it weights the items of the batch (easy cases 1/(1-r), padding 0) with the trainer's
+  loss weighted exactly (``scripts.core.weighted_loss``: an item of weight w counts as w copies); at each epoch
   end, after the DAD tracker, it measures the dropped cases (a forward pass, no gradient, shared out
   across ranks and summed once), writes every case's visit status into the record and the cost of the
-  epoch (``dynamic_cost.csv``, ``dynamic_summary.json``). Its state rides in the trainer's state
+  epoch (``scripts.handlers.dynamic_cost``: visits, crops, iterations, seconds of the training loop, the
+  measurement and the validation). Its state rides in the trainer's state
   (``engine.state.dynamic_pruning``, an Ignite user key), so ``ResumeCheckpoint`` saves and restores it.
 """
 
@@ -33,8 +36,10 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import from_engine
 from scripts.core.counts import class_indices, foreground_counts_torch
 from scripts.core.dynamic_rule import DynamicSettings, EpochPlan, epoch_rng, plan_epoch, split_for_rank
+from scripts.core.weighted_loss import WeightedLoss
 from scripts.data.record import DynamicsRecord
-from scripts.utils.atomic import write_csv_atomic, write_json_atomic
+from scripts.data.visits import WEIGHT_KEY
+from scripts.handlers.dynamic_cost import COST_FIELDS, read_budget, write_cost
 from scripts.utils.flags import as_bool
 from torch.utils.data import DistributedSampler, Subset
 
@@ -43,8 +48,6 @@ PRED_LABEL = from_engine(["pred", "label"])
 
 __all__ = ["DynamicSampler", "DynamicPruning", "COST_FIELDS", "read_budget", "keep_the_epoch_count_in_charge"]
 
-COST_FIELDS = ("epoch", "phase", "visits", "visited", "thinned", "dropped", "measured", "measure_items",
-               "train_s", "measure_s", "trained_items")  # fmt: skip
 STATE_KEY = "dynamic_pruning"
 
 
@@ -58,28 +61,24 @@ def keep_the_epoch_count_in_charge(engine: Engine) -> None:
         state.epoch_length = max(state.epoch_length, state.iteration // state.max_epochs + 1)
 
 
-def read_budget(path: str | os.PathLike | None) -> list[int] | None:
-    """Per-epoch visits of another dynamic run (its ``dynamic_cost.csv``): the random arm's budget."""
-    if path is None:
-        return None
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: the random arm's budget is the per-epoch visits of a dynamic run's dynamic_cost.csv; "
-            "run the dad arm first or pass --dynamic_budget null with another rule"
-        )
-    with path.open(newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["epoch"]))
-    return [int(r["visits"]) for r in rows]
-
-
 def _batch_case_ids(batch: Any) -> list[str]:
     """The case id of every item of a batch, collated (a dict, as when the loss is computed) or decollated."""
     if isinstance(batch, Mapping):
         return [str(c) for c in batch["case_id"]]
     return [str(item["case_id"]) for item in batch]
+
+
+def _batch_weights(batch: Any) -> np.ndarray:
+    """The loss weight of every item of a batch (``VisitDataset`` stamps them), collated or decollated."""
+    items = [batch] if isinstance(batch, Mapping) else list(batch)
+    if any(WEIGHT_KEY not in item for item in items):
+        raise KeyError(
+            f"the training batch has no {WEIGHT_KEY!r}: the training loader's data set must be "
+            "scripts.data.visits.VisitDataset over the one DynamicSampler reads (configs/dynamic.yaml sets it)"
+        )
+    if isinstance(batch, Mapping):
+        return torch.as_tensor(batch[WEIGHT_KEY]).flatten().cpu().numpy().astype(np.float64)
+    return np.array([float(item[WEIGHT_KEY]) for item in items])
 
 
 class DynamicSampler(DistributedSampler):
@@ -114,7 +113,7 @@ class DynamicSampler(DistributedSampler):
         self.loss_score = loss_score
         self.stop_fired = False
         self.plan: EpochPlan | None = None
-        self._rows = np.arange(0, dtype=np.int64)
+        self._slots = np.arange(0, dtype=np.int64)  # this rank's positions in the plan's visits
         self._padding = np.zeros(0, dtype=bool)
 
     def _world(self) -> tuple[int, int]:
@@ -152,32 +151,34 @@ class DynamicSampler(DistributedSampler):
             self.plan = self.plan_for(epoch)
         rank, world = self._world()
         self.rank, self.num_replicas = rank, world
-        self._rows, self._padding = split_for_rank(self.plan.visits, rank, world)
+        self._slots, self._padding = split_for_rank(np.arange(len(self.plan.visits)), rank, world)
 
     def _ensure(self) -> None:
         if self.plan is None:
             self.set_epoch(max(self.epoch, 1))
 
-    def __iter__(self):  # type: ignore[override]
+    def visits_of_rank(self) -> list[tuple[int, int, float]]:
+        """This rank's visits this epoch, ``(row, crops, weight)`` each; a padding repeat (which only keeps
+        the ranks' batch counts equal) trains one crop at weight 0."""
         self._ensure()
-        return iter(self._rows.tolist())
+        plan = self.plan
+        out = []
+        for k, pad in zip(self._slots, self._padding):
+            row = int(plan.visits[k])
+            out.append((row, 1, 0.0) if pad else (row, int(plan.visit_crops[k]), float(plan.visit_weight[k])))
+        return out
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.visits_of_rank())
 
     def __len__(self) -> int:
         self._ensure()
-        return len(self._rows)
+        return len(self._slots)
 
     def padding_indices(self) -> list[int]:
         """Data set indices this rank yields as padding this epoch (``scripts.data.distributed``)."""
         self._ensure()
-        return self._rows[self._padding].tolist()
-
-    def weights_by_case(self) -> dict[str, float]:
-        """Loss weight of every case this rank visits this epoch; a padding repeat weighs 0."""
-        self._ensure()
-        ids = self.record.case_ids
-        out = {ids[i]: float(self.plan.weight[i]) for i in self._rows[~self._padding]}
-        out.update({ids[i]: 0.0 for i in self._rows[self._padding]})
-        return out
+        return self.plan.visits[self._slots[self._padding]].tolist()
 
 
 class DynamicPruning:
@@ -191,7 +192,11 @@ class DynamicPruning:
         measure_dataset: the training cases with the measurement transform (record order): training
             crops by default (the patch Dice's scale), or whole volumes.
         inferer: inference for the measurement pass (``SimpleInferer`` on crops, sliding window on volumes).
-        loss_function: the per-item loss the reweighting recomputes (the trainer's).
+        measure_batch_size: cases per forward pass of the measurement (crops: the training batch size;
+            whole volumes, which differ in size: 1).
+        validator: the validation engine, timed for the cost rows (its runs are ``ValidateAtEnd``'s).
+        loss_function: the trainer's loss (MONAI's DiceCELoss or DiceLoss), recomputed with each item's weight
+            when a batch holds an item whose weight is not 1.
         device: where the measured batches go.
         amp: autocast the measurement pass (CUDA only).
         batch_size: the training loader's batch size (the epoch's iteration count).
@@ -214,6 +219,8 @@ class DynamicPruning:
         output_transform: Callable = PRED_LABEL,
         batch_transform: Callable | None = None,
         save_rank: int = 0,
+        measure_batch_size: int = 1,
+        validator: Engine | None = None,
     ) -> None:
         self.sampler = sampler
         self.record = record
@@ -221,7 +228,7 @@ class DynamicPruning:
         self.network = network
         self.measure_dataset = measure_dataset
         self.inferer = inferer
-        self.loss_function = loss_function
+        self.weighted_loss = WeightedLoss(loss_function)
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if isinstance(device, str) else device
         self.amp = as_bool(amp, "amp")
@@ -229,9 +236,11 @@ class DynamicPruning:
         self.batch_transform = batch_transform or _batch_case_ids
         self.save_rank = save_rank
         self.logger = logging.getLogger("DynamicPruning")
-        self._weights: dict[str, float] = {}
+        self.measure_batch_size = int(measure_batch_size)
+        self.validator = validator
         self._trained = np.zeros(len(record.case_ids), dtype=np.int64)  # items trained at weight > 0, this rank
-        self._t0 = 0.0
+        self._t0 = self._t_last = self._val_t0 = 0.0
+        self._iterations, self._val_s = 0, 0.0
 
     # ---- state, saved with the trainer's (ResumeCheckpoint) ----
     def _state(self, engine: Engine) -> dict[str, Any]:
@@ -246,9 +255,13 @@ class DynamicPruning:
             (Events.STARTED, self.started),
             (Events.EPOCH_STARTED, self.epoch_started),
             (IterationEvents.LOSS_COMPLETED, self.reweight),
+            (Events.ITERATION_COMPLETED, self.iteration_completed),
         ):
             if not engine.has_event_handler(fn, event):
                 engine.add_event_handler(event, fn)
+        if self.validator is not None and not self.validator.has_event_handler(self._validation_started):
+            self.validator.add_event_handler(Events.STARTED, self._validation_started)
+            self.validator.add_event_handler(Events.COMPLETED, self._validation_completed)
         # after the DAD tracker (attached before); ResumeCheckpoint and RecordWriter register their epoch
         # handlers when the run starts, so the checkpoint and the record of an epoch hold its visits and cost
         if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
@@ -276,26 +289,36 @@ class DynamicPruning:
             # a (resumed) run sets its loader up after this event and would start the epoch at
             # iteration % epoch_length; the variable epoch lengths make that remainder meaningless
             engine._init_iter = 0
-        self._weights = self.sampler.weights_by_case()
         self._trained[:] = 0
+        self._iterations, self._val_s = 0, 0.0
         self._check_same_plan(engine.state.epoch)
-        self._t0 = time.perf_counter()
+        self._t0 = self._t_last = time.perf_counter()
+
+    def iteration_completed(self, engine: Engine) -> None:
+        self._iterations += 1
+        self._t_last = time.perf_counter()  # the training loop's end, before the epoch's handlers run
+
+    def _validation_started(self, _: Engine) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def _validation_completed(self, _: Engine) -> None:
+        self._val_s += time.perf_counter() - self._val_t0
 
     def reweight(self, engine: Engine) -> None:
-        """Correct the batch loss for the items whose weight is not 1: + sum_i (w_i - 1) L_i / B, where L_i
-        is item i's own loss (the loss of a batch of one). A batch of weight-1 items keeps its loss as is."""
+        """Replace the batch loss by the trainer's loss with each item's weight (an item of weight w counts
+        as w copies of it, 0 as none: exact for the batch Dice-CE, where a sum of per-item losses is not).
+        A batch of weight-1 items keeps the trainer's loss as it is."""
         case_ids = [str(c) for c in self.batch_transform(engine.state.batch)]
-        w = np.array([self._weights.get(c, 1.0) for c in case_ids])
+        w = _batch_weights(engine.state.batch)
+        if len(w) != len(case_ids):
+            raise ValueError(f"{len(w)} loss weights for a batch of {len(case_ids)} items")
         np.add.at(self._trained, self.record.rows_of(case_ids)[w > 0], 1)
         if np.all(w == 1.0):
             return
         pred, label = self.output_transform(engine.state.output)
         pred = torch.stack(list(pred)) if isinstance(pred, (list, tuple)) else pred
         label = torch.stack(list(label)) if isinstance(label, (list, tuple)) else label
-        correction = 0.0
-        for i in np.flatnonzero(w != 1.0):
-            correction = correction + (w[i] - 1.0) * self.loss_function(pred[i : i + 1], label[i : i + 1]).mean()
-        engine.state.output["loss"] = engine.state.output["loss"] + correction / len(case_ids)
+        engine.state.output["loss"] = self.weighted_loss(pred, label, torch.as_tensor(w, dtype=torch.float32))
 
     def _check_same_plan(self, epoch: int) -> None:
         """Every rank planned the same epoch (the same record and seed make the same draws): compare a
@@ -304,7 +327,8 @@ class DynamicPruning:
         if world < 2:
             return
         plan = self.sampler.plan
-        digest = zlib.crc32(plan.visits.astype(np.int64).tobytes() + "|".join(plan.status).encode())
+        arrays = (plan.visits.astype(np.int64), plan.visit_crops.astype(np.int64), plan.visit_weight.astype(np.float64))
+        digest = zlib.crc32(b"".join(a.tobytes() for a in arrays) + "|".join(plan.status).encode())
         device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
         digests = idist.all_gather(torch.tensor([digest], dtype=torch.int64, device=device)).cpu().tolist()
         if len(set(digests)) != 1:
@@ -316,22 +340,21 @@ class DynamicPruning:
             self.logger.info(f"epoch {epoch}: the {world} ranks' plans agree")
 
     def _check_trained_once(self, epoch: int) -> int:
-        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains the same
-        number of items (its crops) once between the ranks; padding repeats are not trained (weight 0)."""
+        """Items trained at weight > 0 per case, summed over ranks: each visit of a case trains its planned
+        crops once between the ranks; padding repeats are not trained (weight 0)."""
         trained = torch.as_tensor(self._trained)
         if idist.get_world_size() > 1:
             device = idist.device() if idist.backend() == "nccl" else torch.device("cpu")
             trained = idist.all_reduce(trained.to(device)).cpu()
         trained = trained.numpy()
         plan = self.sampler.plan
-        multiplicity = np.bincount(plan.visits, minlength=len(trained))
-        per_visit = trained.sum() / max(1, multiplicity.sum())
-        if not np.array_equal(trained, multiplicity * per_visit):
-            bad = np.flatnonzero(trained != multiplicity * per_visit)[:5]
+        planned = np.bincount(plan.visits, weights=plan.visit_crops, minlength=len(trained)).astype(np.int64)
+        if not np.array_equal(trained, planned):
+            bad = np.flatnonzero(trained != planned)[:5]
             raise RuntimeError(
                 f"epoch {epoch}: cases {[self.record.case_ids[i] for i in bad]} were trained on "
-                f"{trained[bad].tolist()} items against {multiplicity[bad].tolist()} planned visits of "
-                f"{per_visit:g} items; the loader's sampler is not this handler's DynamicSampler?"
+                f"{trained[bad].tolist()} crops against {planned[bad].tolist()} planned; the loader's sampler is "
+                "not this handler's DynamicSampler, or its data set not the VisitDataset over it?"
             )
         return int(trained.sum())
 
@@ -347,7 +370,8 @@ class DynamicPruning:
         net = getattr(self.network, "module", self.network)  # no DDP collectives in a rank-local pass
         was_training = net.training
         net.eval()
-        loader = DataLoader(Subset(self.measure_dataset, mine.tolist()), batch_size=1, num_workers=0)
+        loader = DataLoader(Subset(self.measure_dataset, mine.tolist()), batch_size=self.measure_batch_size,
+                            num_workers=0)  # fmt: skip
         for batch in loader:
             image, label = batch["image"].to(self.device), batch["label"].to(self.device)
             with torch.autocast("cuda", enabled=self.amp and self.device.type == "cuda"):
@@ -367,7 +391,7 @@ class DynamicPruning:
     def epoch_completed(self, engine: Engine) -> None:
         """After ``DADTracker``: measure the dropped cases, write the visit column and the epoch's cost."""
         epoch, plan = engine.state.epoch, self.sampler.plan
-        train_s = time.perf_counter() - self._t0
+        train_s = self._t_last - self._t0
         trained_items = self._check_trained_once(epoch)
         rows = plan.measure
         measure_items, measure_s = 0, 0.0
@@ -383,33 +407,18 @@ class DynamicPruning:
             state["stop_fired"] = True
             self.sampler.stop_fired = True
         counts = plan.counts()
-        row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in ("visits", "visited", "thinned",
-               "dropped", "measured")}, "measure_items": measure_items, "train_s": round(train_s, 3),
-               "measure_s": round(measure_s, 3), "trained_items": trained_items}  # fmt: skip
+        seconds = {"train_s": train_s, "measure_s": measure_s, "val_s": self._val_s}
+        row = {"epoch": epoch, "phase": plan.phase, **{k: counts[k] for k in COST_FIELDS if k in counts},
+               "iterations": self._iterations, "measure_items": measure_items, "trained_items": trained_items,
+               **{k: round(v, 3) for k, v in seconds.items()}}  # fmt: skip
         state["cost"] = [r for r in state["cost"] if r["epoch"] < epoch] + [row]
         if idist.get_rank() == self.save_rank:
-            self.write_cost(state["cost"], len(self.record.case_ids), engine.state.max_epochs)
+            settings = self.sampler.settings
+            write_cost(self.output_dir, state["cost"], len(self.record.case_ids), settings.num_crops,
+                       {"settings": settings.as_dict(), "seed": int(self.sampler.seed)})  # fmt: skip
         self.logger.info(
-            f"epoch {epoch} ({plan.phase}): {counts['visits']} visits, {counts['thinned']} thinned, "
-            f"{counts['dropped'] + counts['measured']} dropped ({counts['measured']} measured)"
+            f"epoch {epoch} ({plan.phase}): {counts['visits']} visits ({counts['crops']} crops), {counts['thinned']} "
+            f"thinned, {counts['cropped']} with fewer crops, {counts['dropped'] + counts['measured']} dropped "
+            f"({counts['measured']} measured)"
         )
         keep_the_epoch_count_in_charge(engine)  # before ResumeCheckpoint's save: a resumed run checks it too
-
-    def write_cost(self, cost: Sequence[Mapping[str, Any]], n_cases: int, max_epochs: int) -> None:
-        write_csv_atomic(self.output_dir / "dynamic_cost.csv", COST_FIELDS, [[r[k] for k in COST_FIELDS] for r in cost])
-        visits = sum(r["visits"] for r in cost)
-        measured = sum(r["measure_items"] for r in cost)
-        done = len(cost)
-        write_json_atomic(self.output_dir / "dynamic_summary.json", {
-            "epochs": done,
-            "settings": self.sampler.settings.as_dict(),
-            "seed": int(self.sampler.seed),
-            "case_visits": visits,
-            "measure_items": measured,
-            "full_case_visits": n_cases * done,
-            "visits_x_full": visits / (n_cases * done) if done else None,
-            "train_s": round(sum(r["train_s"] for r in cost), 3),
-            "measure_s": round(sum(r["measure_s"] for r in cost), 3),
-            "note": "visits_x_full: training case visits over a full-data run's (cases x epochs); measure_items are "
-                    "forward-only passes over dropped cases (crops or volumes), counted apart; wall times per rank 0",
-        })  # fmt: skip
