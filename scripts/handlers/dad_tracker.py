@@ -103,6 +103,7 @@ class DADTracker:
         self._rows: list[int] = []  # the record row of every counted item this epoch
         self._counts: list[torch.Tensor] = []  # (items, C*C) confusion counts, on the outputs' device
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (classes, label) not counted yet
+        self._pending_voxels = 0
         self._padding: set[str] = set()
 
     def attach(self, engine: Engine) -> None:
@@ -116,7 +117,7 @@ class DADTracker:
             engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def _reset(self, engine: Engine) -> None:
-        self._rows, self._counts, self._pending = [], [], []
+        self._rows, self._counts, self._pending, self._pending_voxels = [], [], [], 0
         self._padding = padding_case_ids(engine.state.dataloader)
 
     def _collect(self, engine: Engine) -> None:
@@ -137,7 +138,8 @@ class DADTracker:
         if self._pending and self._pending[0][0].shape[1:] != classes.shape[1:]:
             self._count_pending()  # whole volumes differ in shape: count what came before
         self._pending.append((classes, label))
-        if sum(c.numel() for c, _ in self._pending) >= self.buffer_voxels:
+        self._pending_voxels += classes.numel()
+        if self._pending_voxels >= self.buffer_voxels:
             self._count_pending()
 
     def _count_pending(self) -> None:
@@ -146,7 +148,7 @@ class DADTracker:
             classes = torch.cat([c for c, _ in self._pending])
             label = torch.cat([y for _, y in self._pending])
             self._counts.append(confusion_torch(classes, label, self.num_classes))
-            self._pending = []
+        self._pending, self._pending_voxels = [], 0
 
     def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
         """This epoch's counts pooled per case and summed over ranks: (n_cases, 3, C-1), (n_cases,)."""
