@@ -311,9 +311,9 @@ class DynamicsRecord:
     # ---- the table ----
     def rows(self, epochs: Sequence[int] | None = None) -> list[list[str]]:
         """The CSV rows of ``epochs`` (default all), one per case per epoch, in epoch then case order."""
-        return [row for block in self._blocks(epochs) for row in block]
+        return [list(row) for block in self._blocks(epochs) for row in block]
 
-    def _blocks(self, epochs: Sequence[int] | None = None) -> Iterator[list[list[str]]]:
+    def _blocks(self, epochs: Sequence[int] | None = None) -> Iterator[list[tuple[str, ...]]]:
         """The rows of each epoch in turn (a whole file is written block by block, never all in memory);
         each column is formatted at once, from plain floats (numpy scalars format several times slower)."""
         visits, n = bool(self._visits), len(self.case_ids)
@@ -325,7 +325,7 @@ class DynamicsRecord:
             if visits:
                 columns.append(self._visits[e].tolist() if e in self._visits else [""] * n)
             columns.extend(_fmt_column(col.data[j]) for col in self._scores.values())
-            yield [list(row) for row in zip(*columns)]
+            yield list(zip(*columns))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the whole record atomically; a later ``write`` to the same path appends to it."""

@@ -151,7 +151,8 @@ def export_subset(
     unknown = [c for c in selection.case_ids if c not in training]
     if unknown:
         raise ValueError(f"{len(unknown)} recorded cases are not training cases of {dataset_json}: {unknown[:5]}")
-    unrecorded = [c for c in training if c not in set(selection.case_ids)]
+    recorded = set(selection.case_ids)
+    unrecorded = [c for c in training if c not in recorded]
     if unrecorded:
         raise ValueError(f"{len(unrecorded)} training cases of {dataset_json} have no record: {unrecorded[:5]}")
 

@@ -168,14 +168,15 @@ def apply_review(review_csv: str, dataset_json: str, out: str) -> str:
     unknown = [c for c in rejected if c not in known]
     if unknown:
         raise ValueError(f"{review_csv}: cases {unknown[:5]} marked wrong are not in {dataset_json}: wrong data list?")
-    new = {**content, **{k: [d for d in v if d["case_id"] not in set(rejected)] for k, v in lists.items()}}
+    wrong = set(rejected)
+    new = {**content, **{k: [d for d in v if d["case_id"] not in wrong] for k, v in lists.items()}}
     if "training" in lists:
         new["numTraining"] = len(new["training"])
     new["review"] = {
         "source": str(source),
         "review_csv": str(Path(review_csv).resolve()),
         "excluded": rejected,
-        "excluded_from": {c: k for k, v in lists.items() for d in v if (c := d["case_id"]) in set(rejected)},
+        "excluded_from": {c: k for k, v in lists.items() for d in v if (c := d["case_id"]) in wrong},
     }
     write_json_atomic(target, new)
     logger.info(f"{len(rejected)} cases marked wrong left out: {target}")

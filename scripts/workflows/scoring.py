@@ -239,8 +239,9 @@ def finish_audit(
     out = Path(output_dir)
     record = DynamicsRecord.load(out / "dynamics.csv")
     ids = [c["case_id"] for c in cases]
-    unscored = [c for c in ids if c not in set(record.case_ids)]
-    unknown = [c for c in record.case_ids if c not in set(ids)]
+    scored, listed = set(record.case_ids), set(ids)
+    unscored = [c for c in ids if c not in scored]
+    unknown = [c for c in record.case_ids if c not in listed]
     if unscored or unknown:
         raise ValueError(
             f"{out / 'dynamics.csv'} does not hold the cases that were to be scored: {len(unscored)} have no "
