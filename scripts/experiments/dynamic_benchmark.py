@@ -163,7 +163,7 @@ def run_dynamic_benchmark(
     work = Path(work_dir).resolve()
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = ["configs/train.yaml", *presets]
-    common = {**check_overrides(overrides or {}), **TRAIN_TO_THE_END}
+    common = {**check_overrides(overrides or {}, train_cfg), **TRAIN_TO_THE_END}
     results = work / "results.jsonl"
     done = _read(results)
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
