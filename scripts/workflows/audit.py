@@ -35,7 +35,8 @@ from scripts.data.lists import AUDIT_LISTS, labelled_cases
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.bundle_keys import check_bundle_settings
-from scripts.workflows.progress import run_logged
+from scripts.utils.errors import InputError
+from scripts.workflows.progress import refusal_of, run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
 __all__ = ["run_audit", "check_fold_settings", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg"]
@@ -99,6 +100,9 @@ def run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
     logger.info(f"{fold_dir.name} {name}: $ {shlex.join(cmd)} (log: {log})")
     start = time.perf_counter()
     code = run_logged(cmd, ROOT, log, echo=False)
+    refusal = refusal_of(log) if code != 0 else None
+    if refusal is not None:  # the run's own one-line refusal, printed last
+        raise InputError(f"{fold_dir.name} {name} refused its input, so nothing ran; the refusal:\n{refusal}")
     if code != 0:
         raise RuntimeError(f"{fold_dir.name} {name} failed (exit {code}); see {log}, then run the audit again")
     wall = time.perf_counter() - start

@@ -31,7 +31,7 @@ from scripts.utils.bundle_keys import check_bundle_settings
 from scripts.utils.cli import fire_strict
 from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
-from scripts.workflows.progress import StageProgress, run_logged
+from scripts.workflows.progress import StageProgress, first_missing, refusal_of, run_logged
 
 logger = logging.getLogger("pipeline")
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,11 @@ def bundle_run(
     logger.info("$ " + " ".join(cmd))
     label = f"{run_id} {log_file.stem}"
     start = progress.start(run_id, f"{label} (log: {log_file})") if progress else time.perf_counter()
+    made = first_missing(log_file.parent)
     returncode = run_logged(cmd, ROOT, log_file, echo=progress is not None)
+    refusal = refusal_of(log_file, made) if returncode != 0 else None
+    if refusal is not None:  # the stage's own one-line refusal, printed last (its log is not kept)
+        raise InputError(f"{label} refused its input, so nothing ran and its log is not kept; the refusal:\n{refusal}")
     if returncode != 0:
         text = log_file.read_text(errors="replace") if log_file.is_file() else ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
