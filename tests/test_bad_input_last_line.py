@@ -68,3 +68,55 @@ def test_a_stage_that_crashed_keeps_its_log(tmp_path):
     refused.write_text(f"INFO starting\n{DEBUG_NOTE}\nInputError: epochs 3 < delta_t 10; fix: --epochs 10\n")
     assert refusal_of(refused, made) == "InputError: epochs 3 < delta_t 10; fix: --epochs 10"
     assert not refused.exists() and crash.is_file()  # the other stage's log stays, so does its folder
+
+
+# ---------------------------------------------------------------- JSON files as users and crashes leave them
+
+
+def test_a_subset_datalist_cut_mid_write_is_refused_in_one_last_line(tmp_path, clean):
+    subset_dir = tmp_path / "prune"
+    subset_dir.mkdir()
+    content = {**json.loads(clean.read_text()), "pruning": {"stage1_epochs": 2, "num_cases": 6}}
+    text = json.dumps(content, indent=2)
+    cut = subset_dir / "subset_datalist.json"
+    cut.write_text(text[: len(text) // 2])  # what a copy interrupted half-way leaves
+    rc, last, out = _run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                          "['configs/train.yaml','configs/retrain.yaml']", "--subset_dir", str(subset_dir),
+                          "--output_dir", str(tmp_path / "out"), "--ckpt_dir", str(tmp_path / "models")])  # fmt: skip
+    assert rc == 1
+    assert last.startswith(f"InputError: {cut}: not valid JSON (") and "it was cut mid-write" in last, out
+    assert "fix: export the subset again (python -m monai.bundle run pruning" in last
+    assert "Traceback" not in out and not (tmp_path / "out").exists()
+
+
+def test_a_data_list_with_a_utf8_byte_order_mark_is_read_everywhere(tmp_path, data):
+    from scripts.data.checks import scan_dataset
+    from scripts.data.combine import read_source
+    from scripts.data.lists import ensure_splits, image_list, labelled_cases, load_datalist
+    from scripts.data.plan import classes_of
+
+    folder, _ = data
+    path = folder / "dataset.json"
+    content = json.loads(path.read_text())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # what Notepad's "UTF-8 with BOM" saves
+    n = {k: len(content[k]) for k in ("training", "validation", "test")}
+    assert classes_of(path) == 2
+    assert len(scan_dataset(path, 2).cases) == sum(n.values())  # every labelled case checked
+    assert len(load_datalist(path, "training")) == n["training"]
+    assert len(labelled_cases(path)) == sum(n.values())
+    assert ensure_splits(path, tmp_path / "split.json") == str(path)  # it has its validation and test lists
+    assert len(image_list(path)) == n["test"]
+    assert len(read_source("a", folder)) == sum(n.values())
+
+
+def test_a_data_list_that_is_not_json_names_where_it_stops(tmp_path):
+    from scripts.data.lists import load_datalist
+    from scripts.utils.errors import InputError
+
+    path = tmp_path / "dataset.json"
+    path.write_text('{"training": [{"image": "a.nii.gz", "label": "b.nii.gz"},]}')  # a trailing comma
+    with pytest.raises(InputError) as err:
+        load_datalist(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not valid JSON (") and "(Expecting value at line 1, column 58)" in message
+    assert "cut mid-write" not in message and "fix: repair the file" in message

@@ -24,6 +24,7 @@ import numpy as np
 from scripts.data.combine import spatial_shape
 from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["CaseStats", "DataError", "DataWarning", "Fingerprint", "check_dataset", "check_entries", "scan_dataset"]
 
@@ -239,15 +240,13 @@ def scan_dataset(
     cases and files) about the same image under two case ids and intensities a normalisation would
     flatten. Reads every image once; ``enabled=False`` reads nothing and returns no case statistics.
     """
-    import json
-
     from scripts.data.lists import load_datalist
 
     dataset_json = os.path.abspath(dataset_json)
     try:
-        content = json.loads(Path(dataset_json).read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{dataset_json}: cannot read the data list ({e}); fix: give a Decathlon-style JSON") from e
+        content = read_json(dataset_json)
+    except InputError as e:
+        raise DataError(str(e)) from e
     labels, modality = _labels_of(content)
     if not as_bool(enabled, "check_data"):
         return Fingerprint(dataset_json, labels, modality, [])

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from scripts.data.case_ids import case_id_of
 from scripts.utils.atomic import write_json_atomic
+from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = [
     "CombineError",
@@ -137,9 +139,9 @@ def read_source(name: str, path: str | os.PathLike) -> list[dict]:
     else:
         raise CombineError(f"source {name!r}: no such folder or datalist JSON: {path}")
     try:
-        content = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CombineError(f"source {name!r}: cannot read {json_path}: {e}") from e
+        content = read_json(json_path)
+    except InputError as e:
+        raise CombineError(f"source {name!r}: {e}") from e
     if not isinstance(content, dict):
         raise CombineError(f"source {name!r}: {json_path} is not a Decathlon-style JSON object")
     base = json_path.parent
@@ -317,7 +319,7 @@ def _build(
             lists[key] += part
         counts[name] = {"available": len(cases), **{k: len(v) for k, v in parts.items()}}
         meta_json = Path(sources[name]) / DATASET_JSON if Path(sources[name]).is_dir() else Path(sources[name])
-        labels = json.loads(meta_json.read_text()).get("labels")
+        labels = read_json(meta_json).get("labels")
         if labels is not None:
             source_labels[name] = labels
     if problems:
@@ -401,9 +403,9 @@ def ensure_combined(
         _per_source(max_cases, list(parsed), "max_cases"),
     )
     try:
-        have = json.loads(out_json.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CombineError(f"{out_json} exists but cannot be read ({e}); delete it to rebuild") from e
+        have = read_json(out_json, fix="delete it to rebuild")
+    except InputError as e:
+        raise CombineError(str(e)) from e
     if not isinstance(have, dict) or have.get("format") != FORMAT:
         raise CombineError(f"{out_json} exists but was not written by scripts.data.combine; choose another path")
     wanted["keep_test"] = bool(keep_test)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import load_decathlon_datalist
+from monai.data.decathlon_datalist import _append_paths
 from scripts.data.case_ids import case_id_of
 from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["AUDIT_LISTS", "case_id_of", "ensure_splits", "image_list", "labelled_cases", "load_datalist"]
 
@@ -25,7 +27,8 @@ def load_datalist(
     default_center: str | None = None,
     check_files: bool = True,
 ) -> list[dict]:
-    """Read one list of a Decathlon-style data set with MONAI's ``load_decathlon_datalist``.
+    """Read one list of a Decathlon-style data set as MONAI's ``load_decathlon_datalist`` does (a UTF-8
+    byte-order mark is skipped; a file cut mid-write is an ``InputError`` naming it).
 
     Entries keep every key they carry; those without ``case_id`` get one from the image file name,
     those without ``center`` get ``default_center`` (default: the data set folder's name).
@@ -38,7 +41,7 @@ def load_datalist(
         check_files: raise ``FileNotFoundError`` naming the case when an image or label is missing.
     """
     dataset_json = Path(os.path.abspath(dataset_json))  # relative: from the working directory, once
-    entries = load_decathlon_datalist(dataset_json, is_segmentation=True, data_list_key=key)
+    entries = _decathlon_list(dataset_json, key)
     if limit is not None:
         entries = entries[: int(limit)]
     center = default_center or dataset_json.parent.name
@@ -50,6 +53,19 @@ def load_datalist(
                 if field in entry and not Path(entry[field]).is_file():
                     raise FileNotFoundError(f"case {entry['case_id']}: {field} file not found: {entry[field]}")
     return entries
+
+
+def _decathlon_list(dataset_json: Path, key: str) -> list[dict]:
+    """MONAI's ``load_decathlon_datalist`` (its path rules: image and label joined to the JSON's folder,
+    other keys only where that names a file), on the JSON as ``read_json`` reads it: MONAI's own reader
+    refuses a UTF-8 byte-order mark and shows a cut file as a ``JSONDecodeError``."""
+    content = read_json(dataset_json)
+    if not isinstance(content, Mapping) or key not in content:
+        raise ValueError(f'Data list {key} not specified in "{dataset_json}".')
+    items = content[key]
+    if key == "test" and items and not isinstance(items[0], Mapping):
+        items = [{"image": i} for i in items]  # MSD lists its test images as bare paths
+    return _append_paths(dataset_json.parent, True, copy.deepcopy(items))
 
 
 def _unusable(path: str, in_channels: int) -> str | None:
@@ -109,13 +125,11 @@ def labelled_cases(
     left out; a list the file does not have is skipped; ``limit`` keeps the first N training cases (as
     ``num_train_cases`` does for stage 1). A case in two lists is refused: its label would be scored twice.
     """
-    import json
-
     names = [lists] if isinstance(lists, str) else list(lists)
     unknown = [k for k in names if k not in AUDIT_LISTS]
     if unknown:
         raise ValueError(f"unknown data lists {unknown}: an audit scores any of {list(AUDIT_LISTS)}")
-    content = json.loads(Path(dataset_json).read_text())
+    content = read_json(dataset_json)
     cases: list[dict] = []
     seen: dict[str, str] = {}
     for name in names:
@@ -157,12 +171,10 @@ def ensure_splits(
     one case), each a seeded sample of the training list; the copy's ``split`` section says what was
     carved and why, and every path in it is absolute.
     """
-    import json
-
     from scripts.data.combine import split_counts
     from scripts.utils.atomic import write_json_atomic
 
-    content = json.loads(Path(dataset_json).read_text())
+    content = read_json(dataset_json)
     has_val, has_test = _labelled(content.get("validation")), _labelled(content.get("test"))
     if has_val and has_test:
         return str(dataset_json)

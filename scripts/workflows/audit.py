@@ -36,6 +36,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.bundle_keys import check_bundle_settings
 from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 from scripts.workflows.progress import refusal_of, run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
@@ -177,7 +178,7 @@ def run_audit(
         ("case_id", "center", "list", "fold"),
         [[c["case_id"], c.get("center", ""), c["list"], str(int(f))] for c, f in zip(cases, assignment)],
     )
-    source = json.loads(Path(dataset_json).read_text())  # its labels and modality go with every fold's list
+    source = read_json(dataset_json)  # its labels and modality go with every fold's list
     cost: dict[str, list[float]] = {"training_wall_s": [], "scoring_wall_s": []}
     records, checkpoints = [], []
     for k in range(int(folds)):

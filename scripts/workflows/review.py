@@ -32,6 +32,7 @@ from scripts.data.lists import AUDIT_LISTS, load_datalist
 from scripts.report.review import plot_review, suspected_problem
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
 from scripts.utils.bundle_keys import check_bundle_settings
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["make_review", "apply_review", "read_verdicts", "REJECT", "KEEP"]
 
@@ -168,7 +169,7 @@ def apply_review(review_csv: str, dataset_json: str, out: str) -> str:
     if source == target or (target.exists() and os.path.samefile(source, target)):
         raise ValueError(f"--out {out} is the data list itself: the review writes a NEW data list, give another path")
     rejected = sorted(c for c, wrong in read_verdicts(review_csv).items() if wrong)
-    content = json.loads(source.read_text())
+    content = read_json(source)
     lists = {k: load_datalist(source, k, check_files=False) for k in AUDIT_LISTS if content.get(k)}
     known = {d["case_id"] for entries in lists.values() for d in entries}
     unknown = [c for c in rejected if c not in known]
