@@ -120,3 +120,41 @@ def test_a_data_list_that_is_not_json_names_where_it_stops(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{path}: not valid JSON (") and "(Expecting value at line 1, column 58)" in message
     assert "cut mid-write" not in message and "fix: repair the file" in message
+
+
+# ---------------------------------------------------------------- only the embedded set's folder is generated
+
+TINY_SET = json.dumps({"num_train": 4, "num_val": 1, "num_test": 1, "shape": [16, 16, 16]})
+
+
+def test_a_dataset_dir_that_does_not_exist_is_refused_not_filled_with_synthetic_data(tmp_path):
+    missing = tmp_path / "nas" / "MyTask"  # a mistyped path, or a share that is not mounted
+    rc, last, out = _run([sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
+                          "configs/train.yaml", "--dataset_dir", str(missing), "--synthetic", TINY_SET,
+                          "--output_dir", str(tmp_path / "out"), "--ckpt_dir", str(tmp_path / "models"),
+                          *(f"--{k}={v}" for k, v in QUICK.items())])  # fmt: skip
+    assert rc == 1
+    assert last.startswith(f"InputError: --dataset_dir {missing}: no such folder"), out
+    assert "fix: give the folder that holds your dataset.json, or --dataset_json FILE" in last
+    assert not (tmp_path / "nas").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_empty_dataset_dir_is_refused_and_the_embedded_folder_still_generated(tmp_path):
+    from monai.bundle import ConfigWorkflow
+    from scripts.utils.errors import input_error_in
+
+    def initialize(**settings):
+        workflow = ConfigWorkflow(config_file=str(ROOT / "configs" / "train.yaml"), workflow_type="train",
+                                  synthetic=json.loads(TINY_SET), **QUICK, **settings)  # fmt: skip
+        workflow.initialize()
+
+    empty = tmp_path / "mnt" / "MyTask"
+    empty.mkdir(parents=True)  # what an unmounted mount point looks like
+    with pytest.raises(Exception) as err:
+        initialize(dataset_dir=str(empty), output_dir=str(tmp_path / "out"), ckpt_dir=str(tmp_path / "models"))
+    message = str(input_error_in(err.value))
+    assert message.startswith(f"--dataset_dir {empty}: no dataset.json in this folder (and it is empty")
+    assert list(empty.iterdir()) == [] and not (tmp_path / "out").exists()
+    # the default, <bundle_root>/data/synthetic, is generated on first use
+    initialize(bundle_root=str(tmp_path / "bundle"))
+    assert len(json.loads((tmp_path / "bundle" / "data" / "synthetic" / "dataset.json").read_text())["training"]) == 4
