@@ -158,3 +158,29 @@ def test_an_empty_dataset_dir_is_refused_and_the_embedded_folder_still_generated
     # the default, <bundle_root>/data/synthetic, is generated on first use
     initialize(bundle_root=str(tmp_path / "bundle"))
     assert len(json.loads((tmp_path / "bundle" / "data" / "synthetic" / "dataset.json").read_text())["training"]) == 4
+
+
+# ---------------------------------------------------------------- run from another folder, as a Zoo user does
+
+
+@pytest.mark.parametrize("config, next_check", [("train.yaml", "--dataset_dir"), ("inference.yaml", "checkpoint")])
+def test_a_run_from_another_folder_with_bundle_root_alone_says_how_in_one_line(tmp_path, config, next_check):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(ROOT / "configs" / config),
+           "--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "none"),
+           "--checkpoint", str(tmp_path / "no.pt")]  # fmt: skip
+    result = subprocess.run(cmd, cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=300)  # fmt: skip
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert result.returncode == 1
+    assert lines[-1] == (
+        f"InputError: the bundle's python package (scripts) is not on Python's path in {elsewhere}: MONAI adds "
+        "the bundle folder to it only after `initialize`, which needs it; fix: run the command inside the bundle "
+        f"folder, or prefix it with PYTHONPATH={ROOT}"
+    ), result.stdout[-3000:]
+    assert "Traceback" not in result.stdout
+    # the fix it names works: the run goes on to its own checks (the missing data folder, or model.pt)
+    rc, last, out = _run(cmd, cwd=elsewhere, env={"PYTHONPATH": str(ROOT)})
+    assert rc == 1 and last.startswith(f"InputError: {next_check} "), out

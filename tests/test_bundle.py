@@ -161,6 +161,7 @@ def test_inference_config_repeats_the_training_values():
     train, infer = _raw(["train.yaml"]), _raw(["inference.yaml"])
     for key in (
         "bundle_root",
+        "bundle_on_path",
         "device",
         "amp",
         "seed",
