@@ -69,7 +69,8 @@ def _decathlon_list(dataset_json: Path, key: str) -> list[dict]:
 
 
 def _unusable(path: str, in_channels: int) -> str | None:
-    """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels), or None."""
+    """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels, NaN or infinite
+    voxels), or None."""
     import nibabel as nib
     from scripts.data.combine import spatial_shape
 
@@ -78,21 +79,27 @@ def _unusable(path: str, in_channels: int) -> str | None:
         shape = tuple(int(v) for v in img.shape)
         if 0 in shape:
             return f"an empty dimension, shape {shape}"
-        np.asanyarray(img.dataobj)  # reads it all: a truncated file fails here, not in the middle of the batch
+        data = np.asanyarray(img.dataobj)  # reads it all: a truncated file fails here, not in the middle of the batch
     except Exception as e:  # not a NIfTI, corrupt header, truncated data
         return f"unreadable: {type(e).__name__}: {e}"
     channels = int(np.prod(shape[3:], dtype=np.int64))
     if len(spatial_shape(shape)) < 3 or channels != int(in_channels):
         return f"shape {shape}: the network takes 3-D images with {in_channels} channel(s)"
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        return (
+            f"{n_bad} NaN or infinite voxels (normalised, the whole image turns NaN and its mask all background); "
+            "fix: replace them, e.g. by the background value"
+        )
     return None
 
 
 def image_list(source: str | os.PathLike, key: str = "test", in_channels: int = 1) -> list[dict]:
     """Images to segment: every NIfTI file in a folder, or the ``key`` list of a Decathlon-style JSON.
 
-    An image that cannot be read, or has the wrong shape (not 3-D, not ``in_channels`` channels), is
-    skipped with a warning naming the case and the file, so one bad file does not stop the batch; none
-    left is an error.
+    An image that cannot be read, has the wrong shape (not 3-D, not ``in_channels`` channels) or NaN or
+    infinite voxels is skipped with a warning naming the case and the file, so one bad file does not stop
+    the batch; none left is an error.
     """
     source = Path(os.path.abspath(source))
     if source.is_dir():
