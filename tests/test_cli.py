@@ -149,11 +149,15 @@ def test_settings_the_configs_take_pass_the_audit_check() -> None:
         check_fold_settings({"synthetic#num_trian": 6}, [], None)  # a plain dict takes only its own keys
 
 
-def test_pipeline_overrides_that_no_stage_reads_are_refused(tmp_path: Path) -> None:
-    from scripts.workflows.pipeline import run_pipeline
+def test_pipeline_overrides_that_no_stage_reads_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scripts.workflows.pipeline as pipeline
 
+    def no_stage(*args: object, **kwargs: object) -> int:
+        raise AssertionError("a stage ran")
+
+    monkeypatch.setattr(pipeline, "run_logged", no_stage)
     with pytest.raises(InputError, match="--overrides: unknown setting 'epoch' \\(did you mean 'epochs'"):
-        run_pipeline(work_dir=str(tmp_path / "work"), overrides={"epoch": 8})
+        pipeline.run_pipeline(work_dir=str(tmp_path / "work"), overrides={"epoch": 8})
     assert not (tmp_path / "work").exists()
 
 
