@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from scripts.data.checks import DataError, DataWarning, scan_dataset
 from scripts.data.lists import image_list
-from scripts.data.transforms import to_background
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +34,8 @@ def _cautions(path, *args):
 
 
 def test_a_label_value_for_unlabelled_voxels_is_offered_a_background_mapping(tmp_path, data):
+    from scripts.data.transforms import to_background
+
     path, _, label, case = data
     img = nib.load(label)
     values = np.asarray(img.dataobj).astype(np.uint16)
