@@ -163,8 +163,8 @@ def test_an_empty_dataset_dir_is_refused_and_the_embedded_folder_still_generated
 # ---------------------------------------------------------------- run from another folder, as a Zoo user does
 
 
-@pytest.mark.parametrize("config, next_check", [("train.yaml", "--dataset_dir"), ("inference.yaml", "checkpoint")])
-def test_a_run_from_another_folder_with_bundle_root_alone_says_how_in_one_line(tmp_path, config, next_check):
+@pytest.mark.parametrize("config", ["train.yaml", "inference.yaml"])
+def test_a_run_from_another_folder_with_bundle_root_alone_says_how_in_one_line(tmp_path, config):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -181,6 +181,6 @@ def test_a_run_from_another_folder_with_bundle_root_alone_says_how_in_one_line(t
         f"folder, or prefix it with PYTHONPATH={ROOT}"
     ), result.stdout[-3000:]
     assert "Traceback" not in result.stdout
-    # the fix it names works: the run goes on to its own checks (the missing data folder, or model.pt)
-    rc, last, out = _run(cmd, cwd=elsewhere, env={"PYTHONPATH": str(ROOT)})
-    assert rc == 1 and last.startswith(f"InputError: {next_check} "), out
+    if config == "train.yaml":  # the fix it names works: the run goes on to its own checks (the data folder)
+        rc, last, out = _run(cmd, cwd=elsewhere, env={"PYTHONPATH": str(ROOT)})
+        assert rc == 1 and last.startswith(f"InputError: --dataset_dir {tmp_path / 'none'}: no such folder"), out
