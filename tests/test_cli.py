@@ -110,8 +110,9 @@ def test_single_dash_options_are_checked_as_fire_reads_them() -> None:
     tool = _recording_tool(calls)
 
     # fire takes -name as --name: a misspelt one ran the defaults before fire complained
-    with pytest.raises(InputError, match="pipeline: unknown option -dataset_dirr"):
+    with pytest.raises(InputError, match="pipeline: unknown option -dataset_dirr") as err:
         fire_strict(tool, ["-dataset_dirr", "mine"], name="pipeline")
+    assert "--overrides \"{'dataset_dir': ...}\"" in str(err.value)  # the bundle setting it is close to
     with pytest.raises(InputError, match="unknown option -x"):  # no option starts with x
         fire_strict(tool, ["-x", "1"], name="pipeline")
     assert calls == []

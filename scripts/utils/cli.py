@@ -73,7 +73,10 @@ def _refusal(command: str, fn: Callable[..., Any], option: str) -> str:
         close = [n for n in names if n.startswith(name)] or close
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
     if "overrides" in names:
-        hint += f"bundle settings go in --overrides, e.g. --overrides \"{{'{name}': ...}}\"; "
+        from scripts.utils.bundle_keys import config_ids
+
+        setting = (difflib.get_close_matches(name, sorted(config_ids(["configs/train.yaml"])[0]), n=1) or [name])[0]
+        hint += f"bundle settings go in --overrides, e.g. --overrides \"{{'{setting}': ...}}\"; "
     return (
         f"{command}: unknown option {option} ({hint}its options are "
         f"{', '.join('--' + n for n in names)}; see {command} --help)"
