@@ -118,7 +118,7 @@ def test_a_data_list_that_is_not_json_names_where_it_stops(tmp_path):
     with pytest.raises(InputError) as err:
         load_datalist(path)
     message = str(err.value)
-    assert message.startswith(f"{path}: not valid JSON (") and "(Expecting value at line 1, column 58)" in message
+    assert message.startswith(f"{path}: not valid JSON (") and "(Expecting value, line 1 column 58)" in message
     assert "cut mid-write" not in message and "fix: repair the file" in message
 
 

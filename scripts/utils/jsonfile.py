@@ -34,5 +34,5 @@ def read_json(path: str | os.PathLike, fix: str = DATA_LIST_FIX) -> Any:
         ends = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
         cut = "; the file ends there: it was cut mid-write" if ends else ""
         raise InputError(
-            f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}{cut}); fix: {fix}"
+            f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}{cut}); fix: {fix}"
         ) from e
