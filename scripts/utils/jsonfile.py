@@ -33,6 +33,4 @@ def read_json(path: str | os.PathLike, fix: str = DATA_LIST_FIX) -> Any:
         # a string left open runs to the end of the file, and JSON never ends without its closing brace
         ends = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
         cut = "; the file ends there: it was cut mid-write" if ends else ""
-        raise InputError(
-            f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}{cut}); fix: {fix}"
-        ) from e
+        raise InputError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno}{cut}); fix: {fix}") from e
