@@ -68,10 +68,13 @@ def _torchscript(args: dict[str, Any]) -> str:
 
 
 def _properties(args: dict[str, Any]) -> str:
+    # the bundle generates its embedded set only into <bundle_root>/data/synthetic: a tiny one elsewhere is
+    # made first, with the bundle's own generator
+    from scripts.data.synthetic import ensure_dataset
+
     common = {
         "bundle_root": args["bundle"],
-        "dataset_dir": os.path.join(args["work"], "data"),
-        "synthetic": args["synthetic"],
+        "dataset_dir": os.path.dirname(ensure_dataset(os.path.join(args["work"], "data"), **args["synthetic"])),
         "num_workers": 0,
     }
     jobs = [

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from scripts.data.record import read_dynamics
+from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -108,8 +109,7 @@ def test_train_workflow_properties(tmp_path):
         logging_file=str(CONFIGS / "logging.conf"),
         output_dir=str(tmp_path / "out"),
         ckpt_dir=str(tmp_path / "models"),
-        dataset_dir=str(tmp_path / "data"),
-        synthetic={"num_train": 4, "num_val": 1, "num_test": 1, "shape": [16, 16, 16]},
+        dataset_dir=str(generate_dataset(tmp_path / "data", num_train=4, num_val=1, num_test=1, shape=[16] * 3).parent),
         num_workers=0,
         epochs=7,
         delta_t=7,
@@ -132,8 +132,7 @@ def test_infer_workflow_properties(tmp_path):
         workflow_type="infer",
         logging_file=str(CONFIGS / "logging.conf"),
         meta_file=str(CONFIGS / "metadata.json"),
-        dataset_dir=str(tmp_path / "data"),
-        synthetic={"num_train": 2, "num_val": 1, "num_test": 3, "shape": [16, 16, 16]},
+        dataset_dir=str(generate_dataset(tmp_path / "data", num_train=2, num_val=1, num_test=3, shape=[16] * 3).parent),
         output_dir=str(tmp_path / "pred"),
         num_workers=0,
     )
@@ -162,6 +161,7 @@ def test_inference_config_repeats_the_training_values():
     train, infer = _raw(["train.yaml"]), _raw(["inference.yaml"])
     for key in (
         "bundle_root",
+        "bundle_on_path",
         "device",
         "amp",
         "seed",
@@ -223,6 +223,8 @@ def test_presets_apply_to_the_inference_config_alone(presets, classes, patch):
 
 
 def _run_training(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    # only the embedded set's own folder is ever generated: a data set elsewhere is made first
+    generate_dataset(tmp_path / "data", num_train=6, num_val=2, num_test=2, shape=(32, 32, 32))
     cmd = [
         sys.executable,
         "-m",
@@ -239,14 +241,6 @@ def _run_training(tmp_path: Path, *overrides: str) -> subprocess.CompletedProces
         str(tmp_path / "out"),
         "--ckpt_dir",
         str(tmp_path / "models"),
-        "--synthetic#num_train",
-        "6",
-        "--synthetic#num_val",
-        "2",
-        "--synthetic#num_test",
-        "2",
-        "--synthetic#shape",
-        "[32,32,32]",
         "--patch_size",
         "[16,16,16]",
         "--num_workers",
@@ -265,7 +259,6 @@ def test_training_end_to_end_patches(tmp_path):
     epochs = 3
     _run_training(tmp_path, "--epochs", str(epochs), "--delta_t", "1")
 
-    # the embedded data set was generated on first run
     dataset = json.loads((tmp_path / "data" / "dataset.json").read_text())
     train = {d["case_id"]: d["center"] for d in dataset["training"]}
     assert len(train) == 6

@@ -62,10 +62,10 @@ def test_another_networks_checkpoint_names_what_differs(tmp_path: Path) -> None:
     ],
     ids=["evaluate", "inference"],
 )
-def test_a_run_with_a_missing_checkpoint_ends_on_one_line(tmp_path: Path, workflow: list[str]) -> None:
+def test_a_run_with_a_missing_checkpoint_ends_on_one_line(tmp_path: Path, workflow: list[str], clean: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "monai.bundle", "run", *workflow, "--checkpoint", str(tmp_path / "nope.pt"),
-           "--output_dir", str(out), "--dataset_dir", str(tmp_path / "data"), "--num_workers", "0"]  # fmt: skip
+           "--output_dir", str(out), "--dataset_dir", str(clean.parent), "--num_workers", "0"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(f"InputError: checkpoint {tmp_path / 'nope.pt'}: no such")

@@ -103,3 +103,69 @@ def test_the_pipeline_refuses_a_bundle_setting_given_as_its_own_option(tmp_path:
     assert last.startswith("InputError: python -m scripts.workflows.pipeline: unknown option --dataset_dir")
     assert "--overrides" in last
     assert not work.exists()  # nothing trained, nothing written
+
+
+def test_single_dash_options_are_checked_as_fire_reads_them() -> None:
+    calls: list = []
+    tool = _recording_tool(calls)
+
+    # fire takes -name as --name: a misspelt one ran the defaults before fire complained
+    with pytest.raises(InputError, match="pipeline: unknown option -dataset_dirr") as err:
+        fire_strict(tool, ["-dataset_dirr", "mine"], name="pipeline")
+    assert "--overrides \"{'dataset_dir': ...}\"" in str(err.value)  # the bundle setting it is close to
+    with pytest.raises(InputError, match="unknown option -x"):  # no option starts with x
+        fire_strict(tool, ["-x", "1"], name="pipeline")
+    assert calls == []
+    # a known name and fire's one-letter shortcut still work; a negative number is a value
+    fire_strict(tool, ["-work_dir", "a", "-d"], name="pipeline", serialize=lambda _: None)
+    fire_strict(tool, ["-w", "-1"], name="pipeline", serialize=lambda _: None)
+    assert calls == [("a", True, None), (-1, False, None)]
+
+    def two(dataset: str = "", dynamic: bool = False) -> None:
+        calls.append(dataset)
+
+    with pytest.raises(InputError, match="unknown option -d \\(did you mean --dataset or --dynamic"):
+        fire_strict(two, ["-d", "x"], name="tool")  # fire cannot tell which
+
+
+def test_the_audit_refuses_misspelt_bundle_settings_before_it_runs(tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    cmd = [sys.executable, "-m", "scripts.workflows.audit", "--dataset_json", str(tmp_path / "none.json"),
+           "--output_dir", str(out), "--fold", "3", "--epoch", "8"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("InputError: python -m scripts.workflows.audit: unknown settings --fold (did you mean")
+    assert "--epoch (did you mean --epochs" in last and "configs/train.yaml" in last and "fix:" in last
+    assert not out.exists()
+
+
+def test_settings_the_configs_take_pass_the_audit_check() -> None:
+    from scripts.workflows.audit import check_fold_settings
+
+    # a config id, a nested id, a new argument of a component (UNet's dropout), monai.bundle run's own option
+    fine = {"epochs": 8, "synthetic#num_train": 6, "network_def#dropout": 0.1, "tracking": "mlflow"}
+    check_fold_settings(fine, ["configs/presets/hippocampus.yaml"], None)
+    with pytest.raises(InputError, match="--synthetic#num_trian \\(did you mean --synthetic#num_train "):
+        check_fold_settings({"synthetic#num_trian": 6}, [], None)  # a plain dict takes only its own keys
+
+
+def test_pipeline_overrides_that_no_stage_reads_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scripts.workflows.pipeline as pipeline
+
+    def no_stage(*args: object, **kwargs: object) -> int:
+        raise AssertionError("a stage ran")
+
+    monkeypatch.setattr(pipeline, "run_logged", no_stage)
+    with pytest.raises(InputError, match="--overrides: unknown setting 'epoch' \\(did you mean 'epochs'"):
+        pipeline.run_pipeline(work_dir=str(tmp_path / "work"), overrides={"epoch": 8})
+    assert not (tmp_path / "work").exists()
+
+
+def test_review_make_refuses_a_misspelt_setting(tmp_path: Path) -> None:
+    from scripts.workflows.review import make_review
+
+    (tmp_path / "ranking.csv").write_text("rank,case_id\n1,c1_0000\n")
+    with pytest.raises(InputError, match="review make: unknown setting --patch_sise \\(did you mean --patch_size"):
+        make_review(str(tmp_path), patch_sise=[16, 16, 16])
+    assert not (tmp_path / "review").exists()

@@ -270,3 +270,47 @@ def test_keep_test_keeps_a_sources_labelled_test_list(sources, tmp_path):
     # without keep_test the same source is re-split from all its cases: round(0.2 * 20) = 4 test cases
     resplit = json.loads(Path(combine_sources(sources, tmp_path / "resplit.json", 0.2, 0.2)).read_text())
     assert resplit["counts"]["alpha"]["test"] == 4
+
+
+def test_sources_that_share_an_image_file_are_refused_naming_both_cases(sources, tmp_path):
+    # 'gamma' lists two of alpha's own files (one by another path: a symlinked folder) beside a case of its own
+    alpha = json.loads((Path(sources["alpha"]) / "dataset.json").read_text())
+    link = tmp_path / "alpha_link"
+    link.symlink_to(sources["alpha"])
+    first, second = alpha["training"][0], alpha["training"][1]
+    gamma = tmp_path / "gamma.json"
+    gamma.write_text(json.dumps({"labels": alpha["labels"], "training": [
+        {"image": str(Path(sources["alpha"]) / first["image"]), "label": str(Path(sources["alpha"]) / first["label"]),
+         "case_id": "g1"},
+        {"image": str(link / second["image"]), "label": str(link / second["label"]), "case_id": "g2"},
+    ]}))  # fmt: skip
+    out = tmp_path / "combined.json"
+    with pytest.raises(CombineError) as err:
+        combine_sources({**sources, "gamma": str(gamma)}, out)
+    message = str(err.value)
+    assert message.startswith("2 problem(s) found, nothing written")
+    stem = Path(first["image"]).name.split(".")[0]
+    assert f"source 'gamma', case 'g1': its image {Path(sources['alpha']) / first['image']} is also source " in message
+    assert f"'alpha''s case '{stem}'" in message and "case 'g2'" in message
+    assert "fix: list each image in one source only" in message
+    assert not out.exists()
+
+
+def test_the_combined_list_carries_the_sources_labels_so_training_counts_its_classes(sources, tmp_path):
+    from scripts.data.plan import classes_of
+
+    combined = json.loads(combine_sources(sources, tmp_path / "c.json").read_text())
+    assert combined["labels"] == {"0": "background", "1": "target"}  # both synthetic sources name them so
+    assert classes_of(tmp_path / "c.json") == 2  # no --num_classes needed
+    # nnU-Net v2's form, a third class and a disagreeing name merge into one MSD-form map, with a warning
+    beta = _copy({"beta": sources["beta"]}, tmp_path)["beta"]
+    content = json.loads((Path(beta) / "dataset.json").read_text())
+    (Path(beta) / "dataset.json").write_text(
+        json.dumps({**content, "labels": {"background": 0, "organ": 1, "tumour": 2}})
+    )
+    with pytest.warns(
+        UserWarning, match="label 1 is named differently by the sources \\('alpha': 'target', 'beta': 'organ'\\)"
+    ):
+        merged = json.loads(combine_sources({"alpha": sources["alpha"], "beta": beta}, tmp_path / "m.json").read_text())
+    assert merged["labels"] == {"0": "background", "1": "target / organ", "2": "tumour"}
+    assert classes_of(tmp_path / "m.json") == 3

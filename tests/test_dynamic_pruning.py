@@ -23,6 +23,7 @@ from monai.data import Dataset
 from scripts.core.dynamic_rule import DynamicSettings, epoch_rng, plan_epoch
 from scripts.data.distributed import padding_case_ids
 from scripts.data.record import DynamicsRecord, read_dynamics
+from scripts.data.synthetic import ensure_dataset
 from scripts.handlers.dynamic_cost import read_budget, write_cost
 from scripts.handlers.dynamic_pruning import DynamicSampler, keep_the_epoch_count_in_charge
 
@@ -161,9 +162,9 @@ def _frozen(tmp_path: Path, out: str) -> list[str]:
     synthetic = {"num_train": 7, "num_val": 2, "num_test": 1, "shape": [24, 24, 24], "seed": 0, "num_centers": 2,
                  "fault_fraction": 0.3}  # fmt: skip
     return [
-        *("--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "data")),
+        *("--bundle_root", str(ROOT), "--dataset_json", ensure_dataset(tmp_path / "data", **synthetic)),
         *("--output_dir", str(tmp_path / out), "--ckpt_dir", str(tmp_path / out / "models")),
-        *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
+        *("--patch_size", "[16,16,16]", "--num_workers", "0"),
         *("--batch_size", "2", "--epochs", "3", "--val_interval", "3", "--learning_rate", "0.0"),
         *("--network_def#norm", "instance", "--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),
         *DYNAMIC, *CROPS,
@@ -208,8 +209,8 @@ def _resume_cmd(tmp_path: Path, *extra: str) -> list[str]:
                  "fault_fraction": 0.25}  # fmt: skip
     return [
         *BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']",
-        *("--dataset_dir", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")),
-        *("--ckpt_dir", str(tmp_path / "models"), "--synthetic", json.dumps(synthetic)),
+        *("--dataset_json", ensure_dataset(tmp_path / "data", **synthetic), "--output_dir", str(tmp_path / "out")),
+        *("--ckpt_dir", str(tmp_path / "models")),
         *("--patch_size", "[16,16,16]", "--epochs", "6", "--delta_t", "2", "--val_interval", "6"),
         *("--num_workers", "0", "--batch_size", "2"),
         *DYNAMIC, *CROPS, *extra,
@@ -298,8 +299,8 @@ def test_a_dynamic_run_with_short_pruned_epochs_trains_every_epoch(tmp_path):
     out = tmp_path / "out"
     _run([
         *BUNDLE, "['configs/train.yaml','configs/dynamic.yaml']",
-        *("--dataset_dir", str(tmp_path / "data"), "--output_dir", str(out), "--ckpt_dir", str(tmp_path / "models")),
-        *("--synthetic", json.dumps(synthetic), "--patch_size", "[16,16,16]", "--num_workers", "0"),
+        *("--dataset_json", ensure_dataset(tmp_path / "data", **synthetic), "--output_dir", str(out)),
+        *("--ckpt_dir", str(tmp_path / "models"), "--patch_size", "[16,16,16]", "--num_workers", "0"),
         *("--batch_size", "1", "--epochs", "6", "--delta_t", "1", "--val_interval", "6"),
         *("--dynamic_warmup", "3", "--dynamic_drop_fraction", "0.125", "--dynamic_tail", "fraction"),
         *("--dynamic_easy_fraction", "0.75"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scripts.data.record import read_dynamics
+from scripts.data.synthetic import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CASES = 5  # odd: the training sampler pads one rank, the volumes split 3 / 2
@@ -21,10 +22,10 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 def _settings(tmp_path: Path, out: str) -> list[str]:
     """A tiny frozen run (learning rate 0, instance norm: no running statistics) scored on whole volumes."""
     synthetic = {"num_train": NUM_CASES, "num_val": 3, "num_test": 1, "shape": [24, 24, 24], "seed": 0}
+    dataset_json = ensure_dataset(tmp_path / "data", **synthetic, num_centers=3, fault_fraction=0.0)
     return [
-        *("--bundle_root", str(ROOT), "--dataset_dir", str(tmp_path / "data")),
+        *("--bundle_root", str(ROOT), "--dataset_json", dataset_json),
         *("--output_dir", str(tmp_path / out), "--ckpt_dir", str(tmp_path / out / "models")),
-        *("--synthetic", json.dumps({**synthetic, "num_centers": 3, "fault_fraction": 0.0})),
         *("--patch_size", "[16,16,16]", "--num_workers", "0", "--batch_size", "2"),
         *("--epochs", "2", "--val_interval", "2", "--learning_rate", "0.0", "--network_def#norm", "instance"),
         *("--dad_mode", "volumes", "--dad_interval", "1", "--delta_t", "1"),

@@ -86,10 +86,10 @@ def test_embedded_set_plan_is_train_yamls_former_defaults(tmp_path):
     """Before the plan, train.yaml said: num_classes 2, no spacing transforms, NormalizeIntensityd on the
     image; on the embedded set (48^3, 1 mm, 'synthetic CT': per-center scales, not Hounsfield) the plan
     gives exactly these, so the embedded runs are unchanged."""
+    generate_dataset(tmp_path / "data", num_train=6, num_val=2, num_test=2, shape=[48, 48, 48], num_centers=3, seed=0)
     workflow = ConfigWorkflow(
         config_file=str(ROOT / "configs" / "train.yaml"), workflow_type="train", output_dir=str(tmp_path / "out"),
         ckpt_dir=str(tmp_path / "models"), dataset_dir=str(tmp_path / "data"), num_workers=0,
-        synthetic={"num_train": 6, "num_val": 2, "num_test": 2, "shape": [48, 48, 48], "num_centers": 3, "seed": 0},
     )  # fmt: skip
     workflow.initialize()
     parser = workflow.parser

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scripts.data.synthetic import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 6
@@ -29,13 +30,9 @@ def _rows(path):
 
 def _cmd(tmp_path, *extra):
     settings = {
-        "dataset_dir": tmp_path / "data",
+        "dataset_json": ensure_dataset(tmp_path / "data", num_train=8, num_val=2, num_test=2, shape=(32, 32, 32)),
         "output_dir": tmp_path / "out",
         "ckpt_dir": tmp_path / "models",
-        "synthetic#num_train": 8,
-        "synthetic#num_val": 2,
-        "synthetic#num_test": 2,
-        "synthetic#shape": "[32,32,32]",
         "patch_size": "[16,16,16]",
         "epochs": EPOCHS,
         "delta_t": 2,

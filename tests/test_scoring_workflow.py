@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scripts.data.record import read_dynamics
+from scripts.data.synthetic import generate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--synthetic#num_train", "6", "--synthetic#num_val", "2", "--synthetic#num_test", "2",
-    "--synthetic#shape", "[32,32,32]", "--patch_size", "[16,16,16]", "--num_workers", "0",
-]  # fmt: skip
+TINY = ["--patch_size", "[16,16,16]", "--num_workers", "0"]
 
 
 def _bundle(workflow: str, configs: str, *overrides: str) -> None:
@@ -23,6 +21,7 @@ def _bundle(workflow: str, configs: str, *overrides: str) -> None:
 
 @pytest.mark.slow
 def test_stage1_scores_then_scoring_workflow(tmp_path):
+    generate_dataset(tmp_path / "data", num_train=6, num_val=2, num_test=2, shape=(32, 32, 32))
     data, models = str(tmp_path / "data"), str(tmp_path / "models")
     _bundle(
         "training", "configs/train.yaml", "--dataset_dir", data, "--output_dir", str(tmp_path / "s1"),

@@ -26,12 +26,8 @@ from parameterized import parameterized
 from utils import check_workflow
 
 BUNDLE_ROOT = "models/dad_pruning_segmentation"
-TINY = {
-    "bundle_root": BUNDLE_ROOT,
-    "synthetic": {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]},
-    "patch_size": [16, 16, 16],
-    "num_workers": 0,
-}
+SYNTHETIC = {"num_train": 4, "num_val": 1, "num_test": 2, "shape": [16, 16, 16]}
+TINY = {"bundle_root": BUNDLE_ROOT, "patch_size": [16, 16, 16], "num_workers": 0}
 
 TEST_CASE_1 = [{**TINY, "epochs": 2, "delta_t": 1, "val_interval": 1, "cache_rate": 0.0}]  # train, evaluate
 
@@ -53,11 +49,14 @@ def test_order(test_name1, test_name2):
 
 class TestDADPruningSegmentation(unittest.TestCase):
     def setUp(self):
-        # the bundle writes its embedded data set here on first use (configs/train.yaml `synthetic`)
         self.work_dir = tempfile.mkdtemp()
         self.dataset_dir = os.path.join(self.work_dir, "data")
         if BUNDLE_ROOT not in sys.path:
             sys.path = [BUNDLE_ROOT] + sys.path  # the configs import the bundle's own `scripts` package
+        # a tiny embedded data set (the bundle generates one by itself only into its own data/synthetic)
+        from scripts.data.synthetic import generate_dataset
+
+        generate_dataset(self.dataset_dir, **SYNTHETIC)
 
     def tearDown(self):
         shutil.rmtree(self.work_dir)

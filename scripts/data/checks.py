@@ -24,6 +24,7 @@ import numpy as np
 from scripts.data.combine import spatial_shape
 from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["CaseStats", "DataError", "DataWarning", "Fingerprint", "check_dataset", "check_entries", "scan_dataset"]
 
@@ -122,6 +123,49 @@ def _intensity_warnings(case: str, path: str, image: np.ndarray) -> list[str]:
     return []
 
 
+def _label_fix(outside: Sequence[float], values: np.ndarray, num_classes: int) -> str:
+    """How to fix label values outside the classes: a value that marks unlabelled voxels (65535, 255, -1)
+    read as background, or more classes."""
+    if not all(float(v).is_integer() for v in outside):
+        return "integer labels only (a label resampled with interpolation? use nearest-neighbour)"
+    listed = [int(v) for v in outside[:5]]
+    fix = f'if {listed} mark unlabelled or ignored voxels, --label_to_background "{listed}" reads them as background'
+    if min(listed) >= 0:
+        need = int(max(values.max(), num_classes - 1)) + 1
+        fix += f"; if they are classes, --num_classes {need} or the labels of dataset.json"
+    return fix
+
+
+def _all_foreground(case: str, entry: Mapping[str, Any], values: np.ndarray) -> list[str]:
+    """A label without a single background voxel: data (kept), but usually the wrong file."""
+    if values.size == 0 or float(values.min()) <= 0:
+        return []
+    return [
+        f"case {case}: every voxel of the label is foreground (values {values.tolist()[:5]}): {entry['label']}; a "
+        "label with no background is usually the wrong file (an image, or a mask of the whole scan, saved as the "
+        "label); fix: check it, or drop the case"
+    ]
+
+
+def _transform_warnings(case: str, kind: str, path: str, img: Any) -> list[str]:
+    """A NIfTI header whose qform and sform both apply and disagree: readers differ in which one they take."""
+    import nibabel as nib
+
+    header = getattr(img, "header", None)
+    if not hasattr(header, "get_sform"):
+        return []
+    (qform, qcode), (sform, scode) = header.get_qform(coded=True), header.get_sform(coded=True)
+    if not (qcode and scode) or np.allclose(qform, sform, atol=AFFINE_ATOL, rtol=1e-4):
+        return []
+    codes = "".join(nib.aff2axcodes(qform)), "".join(nib.aff2axcodes(sform))
+    return [
+        f"case {case}: the {kind}'s qform and sform disagree (orientation {codes[0]} vs {codes[1]}, largest difference "
+        f"{float(np.abs(qform - sform).max()):.3g}): {path}; readers differ: nibabel, and so this bundle, take the "
+        "sform, ITK (SimpleITK, hence nnU-Net; ITK-SNAP) often the qform, so a label drawn in one may not fit the "
+        "image in the other; fix: make them agree (nibabel: img.set_qform(img.get_sform()), or the reverse, then save)"
+    ]
+
+
 def _mapped_labels(label: np.ndarray, entry: Mapping[str, Any], label_transforms: Sequence[Any]) -> np.ndarray:
     """The label values after the preset's label mapping (e.g. merged classes, per-center tables)."""
     if not label_transforms:
@@ -179,21 +223,19 @@ def _check_case(
             f"case {case}: image has {n_bad} NaN or infinite voxels: {entry['image']}; "
             "fix: replace them (e.g. by the background value) or drop the case"
         )
-    values = np.unique(_mapped_labels(label, entry, label_transforms))
+    mapped = np.asarray(_mapped_labels(label, entry, label_transforms))
+    values = np.unique(mapped)
     outside = [v for v in values.tolist() if not (float(v).is_integer() and 0 <= v < num_classes)]
     if outside:
-        integers = all(float(v).is_integer() and v >= 0 for v in outside)
-        need = int(max(values.max(), num_classes - 1)) + 1 if integers else None
-        fix = f"use --num_classes {need} or the labels of dataset.json" if need else "integer labels >= 0 only"
         problems.append(
             f"case {case}: label values {outside[:5]} outside the {num_classes} classes 0..{num_classes - 1}"
-            f" (after the label mapping): {entry['label']}; fix: {fix}"
+            f" (after the label mapping): {entry['label']}; fix: {_label_fix(outside, values, num_classes)}"
         )
     if problems:
         return problems, [], None
     raw = np.ascontiguousarray(image)
     digest = hashlib.blake2b(raw.tobytes() + str((raw.shape, raw.dtype.str)).encode(), digest_size=16).hexdigest()
-    foreground = raw.reshape(spatial + (-1,))[..., 0][np.asarray(label).reshape(spatial) > 0]
+    foreground = raw.reshape(spatial + (-1,))[..., 0][mapped.reshape(spatial) > 0]
     stats = CaseStats(
         case_id=str(case),
         image=str(entry["image"]),
@@ -203,7 +245,11 @@ def _check_case(
         foreground=foreground[:: max(1, foreground.size // FOREGROUND_SAMPLE)].astype(np.float64),
         digest=digest,
     )
-    return [], _intensity_warnings(str(case), str(entry["image"]), raw), stats
+    cautions = _intensity_warnings(str(case), str(entry["image"]), raw) + _all_foreground(str(case), entry, values)
+    cautions += [
+        w for kind, f in (("image", img), ("label", lab)) for w in _transform_warnings(str(case), kind, entry[kind], f)
+    ]
+    return [], cautions, stats
 
 
 def check_entries(
@@ -239,15 +285,13 @@ def scan_dataset(
     cases and files) about the same image under two case ids and intensities a normalisation would
     flatten. Reads every image once; ``enabled=False`` reads nothing and returns no case statistics.
     """
-    import json
-
     from scripts.data.lists import load_datalist
 
     dataset_json = os.path.abspath(dataset_json)
     try:
-        content = json.loads(Path(dataset_json).read_text())
-    except (OSError, ValueError) as e:
-        raise DataError(f"{dataset_json}: cannot read the data list ({e}); fix: give a Decathlon-style JSON") from e
+        content = read_json(dataset_json)
+    except InputError as e:
+        raise DataError(str(e)) from e
     labels, modality = _labels_of(content)
     if not as_bool(enabled, "check_data"):
         return Fingerprint(dataset_json, labels, modality, [])

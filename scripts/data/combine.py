@@ -36,7 +36,10 @@ from typing import Any
 
 import numpy as np
 from scripts.data.case_ids import case_id_of
+from scripts.data.sources import merged_labels, shared_images
 from scripts.utils.atomic import write_json_atomic
+from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = [
     "CombineError",
@@ -55,8 +58,9 @@ FORMAT = "scripts.data.combine/1"
 _MAX_LISTED = 20  # problems listed in one error message
 
 
-class CombineError(ValueError):
-    """A source cannot be combined: missing files, shape mismatches, duplicate ids, bad arguments."""
+class CombineError(InputError):
+    """A source cannot be combined: missing files, shape mismatches, duplicate ids, an image in two sources,
+    bad arguments (an ``InputError``: a config that combines its sources shows it as one last line)."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -137,9 +141,9 @@ def read_source(name: str, path: str | os.PathLike) -> list[dict]:
     else:
         raise CombineError(f"source {name!r}: no such folder or datalist JSON: {path}")
     try:
-        content = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CombineError(f"source {name!r}: cannot read {json_path}: {e}") from e
+        content = read_json(json_path)
+    except InputError as e:
+        raise CombineError(f"source {name!r}: {e}") from e
     if not isinstance(content, dict):
         raise CombineError(f"source {name!r}: {json_path} is not a Decathlon-style JSON object")
     base = json_path.parent
@@ -308,8 +312,9 @@ def _build(
     counts: dict[str, dict[str, int]] = {}
     source_labels: dict[str, Any] = {}
     problems: list[str] = []
+    read: dict[str, list[dict]] = {}
     for name in names:
-        cases = read_source(name, sources[name])
+        cases = read[name] = read_source(name, sources[name])
         parts = _split(name, cases, test_fraction, val_fraction, seed, limits[name], keep_test)
         if check:  # only the cases actually used (max_cases may leave some out)
             problems += check_cases(name, [c for part in parts.values() for c in part])
@@ -317,15 +322,20 @@ def _build(
             lists[key] += part
         counts[name] = {"available": len(cases), **{k: len(v) for k, v in parts.items()}}
         meta_json = Path(sources[name]) / DATASET_JSON if Path(sources[name]).is_dir() else Path(sources[name])
-        labels = json.loads(meta_json.read_text()).get("labels")
+        labels = read_json(meta_json).get("labels")
         if labels is not None:
             source_labels[name] = labels
+    problems = shared_images(read) + problems
+    combined_labels, cautions = merged_labels(source_labels, names)
+    for caution in cautions:
+        warnings.warn(caution, stacklevel=3)
     if problems:
         shown = "\n  ".join(problems[:_MAX_LISTED])
         more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
         raise CombineError(f"{len(problems)} problem(s) found, nothing written:\n  {shown}{more}")
     return {
         "name": "+".join(names),
+        **({"labels": combined_labels} if combined_labels else {}),
         "description": f"combined by {FORMAT}: per-source seeded split, center = source name",
         "tensorImageSize": "3D",
         "format": FORMAT,
@@ -401,9 +411,9 @@ def ensure_combined(
         _per_source(max_cases, list(parsed), "max_cases"),
     )
     try:
-        have = json.loads(out_json.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CombineError(f"{out_json} exists but cannot be read ({e}); delete it to rebuild") from e
+        have = read_json(out_json, fix="delete it to rebuild")
+    except InputError as e:
+        raise CombineError(str(e)) from e
     if not isinstance(have, dict) or have.get("format") != FORMAT:
         raise CombineError(f"{out_json} exists but was not written by scripts.data.combine; choose another path")
     wanted["keep_test"] = bool(keep_test)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -9,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.data import load_decathlon_datalist
+from monai.data.decathlon_datalist import _append_paths
 from scripts.data.case_ids import case_id_of
 from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["AUDIT_LISTS", "case_id_of", "ensure_splits", "image_list", "labelled_cases", "load_datalist"]
 
@@ -25,7 +27,8 @@ def load_datalist(
     default_center: str | None = None,
     check_files: bool = True,
 ) -> list[dict]:
-    """Read one list of a Decathlon-style data set with MONAI's ``load_decathlon_datalist``.
+    """Read one list of a Decathlon-style data set as MONAI's ``load_decathlon_datalist`` does (a UTF-8
+    byte-order mark is skipped; a file cut mid-write is an ``InputError`` naming it).
 
     Entries keep every key they carry; those without ``case_id`` get one from the image file name,
     those without ``center`` get ``default_center`` (default: the data set folder's name).
@@ -38,7 +41,7 @@ def load_datalist(
         check_files: raise ``FileNotFoundError`` naming the case when an image or label is missing.
     """
     dataset_json = Path(os.path.abspath(dataset_json))  # relative: from the working directory, once
-    entries = load_decathlon_datalist(dataset_json, is_segmentation=True, data_list_key=key)
+    entries = _decathlon_list(dataset_json, key)
     if limit is not None:
         entries = entries[: int(limit)]
     center = default_center or dataset_json.parent.name
@@ -52,8 +55,22 @@ def load_datalist(
     return entries
 
 
+def _decathlon_list(dataset_json: Path, key: str) -> list[dict]:
+    """MONAI's ``load_decathlon_datalist`` (its path rules: image and label joined to the JSON's folder,
+    other keys only where that names a file), on the JSON as ``read_json`` reads it: MONAI's own reader
+    refuses a UTF-8 byte-order mark and shows a cut file as a ``JSONDecodeError``."""
+    content = read_json(dataset_json)
+    if not isinstance(content, Mapping) or key not in content:
+        raise ValueError(f'Data list {key} not specified in "{dataset_json}".')
+    items = content[key]
+    if key == "test" and items and not isinstance(items[0], Mapping):
+        items = [{"image": i} for i in items]  # MSD lists its test images as bare paths
+    return _append_paths(dataset_json.parent, True, copy.deepcopy(items))
+
+
 def _unusable(path: str, in_channels: int) -> str | None:
-    """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels), or None."""
+    """Why an image cannot be segmented (unreadable, truncated, not 3-D, other channels, NaN or infinite
+    voxels), or None."""
     import nibabel as nib
     from scripts.data.combine import spatial_shape
 
@@ -62,21 +79,27 @@ def _unusable(path: str, in_channels: int) -> str | None:
         shape = tuple(int(v) for v in img.shape)
         if 0 in shape:
             return f"an empty dimension, shape {shape}"
-        np.asanyarray(img.dataobj)  # reads it all: a truncated file fails here, not in the middle of the batch
+        data = np.asanyarray(img.dataobj)  # reads it all: a truncated file fails here, not in the middle of the batch
     except Exception as e:  # not a NIfTI, corrupt header, truncated data
         return f"unreadable: {type(e).__name__}: {e}"
     channels = int(np.prod(shape[3:], dtype=np.int64))
     if len(spatial_shape(shape)) < 3 or channels != int(in_channels):
         return f"shape {shape}: the network takes 3-D images with {in_channels} channel(s)"
+    if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+        n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        return (
+            f"{n_bad} NaN or infinite voxels (normalised, the whole image turns NaN and its mask all background); "
+            "fix: replace them, e.g. by the background value"
+        )
     return None
 
 
 def image_list(source: str | os.PathLike, key: str = "test", in_channels: int = 1) -> list[dict]:
     """Images to segment: every NIfTI file in a folder, or the ``key`` list of a Decathlon-style JSON.
 
-    An image that cannot be read, or has the wrong shape (not 3-D, not ``in_channels`` channels), is
-    skipped with a warning naming the case and the file, so one bad file does not stop the batch; none
-    left is an error.
+    An image that cannot be read, has the wrong shape (not 3-D, not ``in_channels`` channels) or NaN or
+    infinite voxels is skipped with a warning naming the case and the file, so one bad file does not stop
+    the batch; none left is an error.
     """
     source = Path(os.path.abspath(source))
     if source.is_dir():
@@ -109,13 +132,11 @@ def labelled_cases(
     left out; a list the file does not have is skipped; ``limit`` keeps the first N training cases (as
     ``num_train_cases`` does for stage 1). A case in two lists is refused: its label would be scored twice.
     """
-    import json
-
     names = [lists] if isinstance(lists, str) else list(lists)
     unknown = [k for k in names if k not in AUDIT_LISTS]
     if unknown:
         raise ValueError(f"unknown data lists {unknown}: an audit scores any of {list(AUDIT_LISTS)}")
-    content = json.loads(Path(dataset_json).read_text())
+    content = read_json(dataset_json)
     cases: list[dict] = []
     seen: dict[str, str] = {}
     for name in names:
@@ -157,12 +178,10 @@ def ensure_splits(
     one case), each a seeded sample of the training list; the copy's ``split`` section says what was
     carved and why, and every path in it is absolute.
     """
-    import json
-
     from scripts.data.combine import split_counts
     from scripts.utils.atomic import write_json_atomic
 
-    content = json.loads(Path(dataset_json).read_text())
+    content = read_json(dataset_json)
     has_val, has_test = _labelled(content.get("validation")), _labelled(content.get("test"))
     if has_val and has_test:
         return str(dataset_json)

@@ -32,6 +32,7 @@ import numpy as np
 from scripts.data.checks import DataError, Fingerprint
 from scripts.utils.atomic import write_json_atomic
 from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = [
     "classes_of",
@@ -55,9 +56,9 @@ def classes_of(dataset_json: str | os.PathLike) -> int:
     value + 1, in MSD's ``{"0": "background", ...}`` or nnU-Net v2's ``{"background": 0, ...}`` form."""
     path = os.path.abspath(dataset_json)
     try:
-        labels = json.loads(Path(path).read_text()).get("labels")
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the data list ({e}); fix: give a Decathlon-style JSON") from e
+        labels = read_json(path).get("labels")
+    except InputError as e:
+        raise DataError(str(e)) from e
     if not labels or not isinstance(labels, Mapping):
         raise DataError(f"{path}: no 'labels' to count the classes from; fix: add them or use --num_classes N")
     try:
@@ -74,8 +75,8 @@ def source_of(dataset_json: str | os.PathLike) -> str:
     list itself. The path is absolute (resolved against the working directory)."""
     path = os.path.abspath(dataset_json)
     try:
-        source = json.loads(Path(path).read_text()).get("pruning", {}).get("source_datalist")
-    except (OSError, ValueError, AttributeError):
+        source = read_json(path).get("pruning", {}).get("source_datalist")
+    except (InputError, AttributeError):  # the data list's own reader names what is wrong with it
         return path
     return os.path.abspath(source) if source and Path(source).is_file() else path
 

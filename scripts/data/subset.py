@@ -19,6 +19,8 @@ from scripts.core.strategies import check_settings, select
 from scripts.data.lists import load_datalist
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
+from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
 
 __all__ = [
     "Selection",
@@ -30,12 +32,17 @@ __all__ = [
     "record_epochs",
     "retrain_epochs",
     "stage1_epochs_of",
+    "full_cases_of",
     "SELECTION_FIELDS",
     "BUDGETS",
 ]
 
 SELECTION_FIELDS = ("case_id", "center", "dad", "variability", "region", "rank", "kept")
 LISTS = ("training", "validation", "test")
+SUBSET_FIX = (
+    "export the subset again (python -m monai.bundle run pruning --config_file configs/prune.yaml --stage1_dir "
+    "<stage 1's output_dir>) or point --subset_dir at an intact one"
+)
 logger = logging.getLogger("pruning")
 
 
@@ -126,8 +133,7 @@ def select_subset(
 def _read_lists(dataset_json: str | os.PathLike, train_limit: int | None = None) -> dict[str, list[dict]]:
     """Every labelled list of the data set, with absolute paths (the export lives elsewhere); the
     training list cut to the first ``train_limit`` cases as stage 1 was (``num_train_cases``)."""
-    with open(dataset_json) as f:
-        content = json.load(f)
+    content = read_json(dataset_json)
     present = [k for k in LISTS if content.get(k)]
     return {k: load_datalist(dataset_json, k, limit=train_limit if k == "training" else None) for k in present}
 
@@ -202,10 +208,25 @@ def record_epochs(stage1_dir: str | os.PathLike, epochs_trained: int, train_s: f
 
 def stage1_epochs_of(subset_json: str | os.PathLike) -> int:
     """The full-data epochs an exported subset records (stage 1's ``epochs``; the retraining's budget)."""
-    pruning = json.loads(Path(subset_json).read_text()).get("pruning", {})
+    pruning = _pruning_of(subset_json)
     if not pruning.get("stage1_epochs"):
-        raise ValueError(f"{subset_json} does not record stage 1's epochs: pass --stage1_epochs N")
+        raise InputError(f"{subset_json} does not record stage 1's epochs; fix: pass --stage1_epochs N")
     return int(pruning["stage1_epochs"])
+
+
+def full_cases_of(subset_json: str | os.PathLike) -> int:
+    """The training cases of the full data set an exported subset was pruned from (the matched budget's)."""
+    pruning = _pruning_of(subset_json)
+    if not pruning.get("num_cases"):
+        raise InputError(f"{subset_json} does not record the full data set's size; fix: pass --num_full_cases N")
+    return int(pruning["num_cases"])
+
+
+def _pruning_of(subset_json: str | os.PathLike) -> dict[str, Any]:
+    """The ``pruning`` section of an exported subset; a file cut mid-write is refused, naming the fix."""
+    content = read_json(subset_json, fix=SUBSET_FIX)
+    pruning = content.get("pruning") if isinstance(content, dict) else None
+    return pruning if isinstance(pruning, dict) else {}
 
 
 BUDGETS = ("matched", "proportional")

@@ -467,30 +467,51 @@ def generate_dataset(
     return json_path
 
 
-def ensure_dataset(dataset_dir: str | Path, **kwargs) -> str:
+def ensure_dataset(dataset_dir: str | Path, embedded: str | Path | None = None, **kwargs) -> str:
     """Return dataset_dir/dataset.json as an absolute path (a relative ``dataset_dir`` is taken from the
-    working directory); generate the synthetic set only if absent. Processes that start together (the
-    ranks of a torchrun) take turns on a lock file beside the folder, so one generates and the others
-    find its dataset.json."""
+    working directory); generate the synthetic set only if absent, and only into ``embedded`` (the
+    configs pass ``<bundle_root>/data/synthetic``; None: ``dataset_dir`` itself is the embedded set's folder).
+
+    Any other folder without a dataset.json is refused (``InputError``): one that does not exist (a
+    mistyped path, a drive not mounted), an empty one (an unmounted mount point) or one holding the user's
+    files, so a user's path never trains on synthetic data. Processes that start together (the ranks of a
+    torchrun) take turns on a lock file beside the folder, so one generates and the others find its
+    dataset.json."""
     import fcntl
 
     json_path = Path(os.path.abspath(dataset_dir)) / DATASET_JSON
     if json_path.is_file():
         return str(json_path)
+    if embedded is not None and os.path.realpath(embedded) != os.path.realpath(json_path.parent):
+        _refuse_folder(json_path.parent)
     json_path.parent.parent.mkdir(parents=True, exist_ok=True)
     with open(json_path.parent.parent / f".{json_path.parent.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if json_path.is_file():  # another process generated it while this one waited
             return str(json_path)
         if json_path.parent.is_dir() and any(json_path.parent.iterdir()):  # a user's folder: never write into it
-            from scripts.utils.errors import InputError
-
-            raise InputError(
-                f"--dataset_dir {json_path.parent}: no {DATASET_JSON} in this folder (and it is not empty, so the "
-                "embedded synthetic set is not generated there); fix: add a Decathlon dataset.json (`python -m "
-                "scripts.data.combine datalist` makes one from imagesTr/labelsTr), or give --dataset_json FILE"
-            )
+            _refuse_folder(json_path.parent)
         return str(generate_dataset(dataset_dir, **kwargs))
+
+
+def _refuse_folder(folder: Path) -> None:
+    """``InputError`` for a ``--dataset_dir`` that holds no dataset.json and is not the embedded set's."""
+    from scripts.utils.errors import InputError
+
+    make = "`python -m scripts.data.combine datalist` makes one from imagesTr/labelsTr"
+    if not folder.exists():
+        raise InputError(
+            f"--dataset_dir {folder}: no such folder (a mistyped path, or a drive that is not mounted?); fix: give "
+            f"the folder that holds your dataset.json, or --dataset_json FILE (only the embedded synthetic set is "
+            f"ever generated, into <bundle_root>/data/synthetic; `python -m scripts.data.synthetic --out_dir DIR` "
+            f"makes one elsewhere)"
+        )
+    user_files = any(folder.iterdir())
+    what = "not empty, so the embedded synthetic set is not generated there" if user_files else "empty: not mounted?"
+    raise InputError(
+        f"--dataset_dir {folder}: no {DATASET_JSON} in this folder (and it is {what}); fix: add a Decathlon "
+        f"dataset.json ({make}), or give --dataset_json FILE"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """MONAI-style transforms: two the real-data presets (configs/presets/) use, ``RobustZScored`` (MRI
 intensity normalisation that copes with mixed ranges and outliers) and ``MapLabelsByCenterd`` (label
 mapping chosen by each case's center, for combined data sets whose sources code their labels
-differently); and ``PaddingMaskd``, the mask of the real voxels the checkpoint scores average over.
+differently); ``to_background``, the label values a user's data marks as unlabelled read as background
+(``--label_to_background "[65535]"``); and ``PaddingMaskd``, the mask of the real voxels the checkpoint
+scores average over.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapLabelValue, MapTransform
+from monai.transforms import MapLabelValue, MapLabelValued, MapTransform
 
-__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore", "PaddingMaskd", "padding_mask"]
+__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore", "PaddingMaskd", "padding_mask", "to_background"]
 
 
 def robust_zscore(
@@ -155,3 +157,12 @@ class PaddingMaskd(MapTransform):
         key = self.first_key(d)
         d[self.mask_key] = padding_mask(d[key])
         return d
+
+
+def to_background(values: float | Sequence[float] | None, keys: KeysCollection = "label") -> list[MapTransform]:
+    """The transform that reads each of ``values`` in the label as background (0), as a list to put in
+    front of the label mapping (``[]`` when there are none). For a value a data set uses for "unlabelled"
+    or "ignore" (65535, 255, -1): the network then learns those voxels as background and the Dice counts
+    them as background; no voxel is left out of the loss or the metrics."""
+    listed = [] if values is None else [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    return [MapLabelValued(keys=keys, orig_labels=listed, target_labels=[0.0] * len(listed))] if listed else []

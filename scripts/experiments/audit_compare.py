@@ -11,6 +11,7 @@ Writes ``work_dir/comparison.{csv,md}``; every run is resumable (its ``.done.jso
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.scores import hardness
 from scripts.scores.rank_average import rank_average
 from scripts.utils.atomic import write_csv_atomic, write_text_atomic
+from scripts.utils.bundle_keys import check_bundle_settings
 from scripts.workflows.audit import cli_value, config_arg, run_audit, run_once
 from scripts.workflows.fault_detection import read_fault_manifest, scores_at
 from scripts.workflows.scoring import RANK_AVERAGE_OF, audit_detection, case_scores
@@ -28,6 +30,7 @@ from scripts.workflows.scoring import RANK_AVERAGE_OF, audit_detection, case_sco
 __all__ = ["compare_audits"]
 
 SHOWN = ("dad", "el2n", "cleanlab", "monai_lq", "rank_average")
+TOOL = "python -m scripts.experiments.audit_compare"
 FIELDS = ("arm", "score", "n_cases", "group", "auroc", "auprc", "p_at_10", "p_at_20", "trainings", "wall_s")
 
 
@@ -72,6 +75,8 @@ def compare_audits(
 ) -> list[dict[str, Any]]:
     """Run the three audits on one data list with planted faults and tabulate them (see the module doc)."""
     config_files = [config_file] if isinstance(config_file, str) else list(config_file)
+    own = [n for n in inspect.signature(compare_audits).parameters if n != "overrides"]
+    check_bundle_settings(overrides, ["configs/train.yaml", *config_files, "configs/scoring.yaml"], TOOL, own)
     work = Path(work_dir)
     faults = read_fault_manifest(Path(dataset_json).parent / "faults.csv")
     settings = [a for k, v in overrides.items() for a in (f"--{k}", cli_value(v))]

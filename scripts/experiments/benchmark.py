@@ -224,7 +224,7 @@ def run_benchmark(
         from scripts.workflows.pipeline import bundle_run as runner
     work = Path(work_dir).resolve()
     train_cfg = config_files(preset)
-    common = user_paths(check_overrides(overrides or {}))
+    common = user_paths(check_overrides(overrides or {}, train_cfg))
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     per_seed = as_bool(stage1_per_seed, "stage1_per_seed")
     noise = NOISE_BOTH if per_seed else NOISE_RETRAIN

@@ -211,7 +211,7 @@ def run_dynamic_benchmark(
     work = Path(work_dir).resolve()
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = ["configs/train.yaml", *presets]
-    common = {**check_overrides(overrides or {}), **TRAIN_TO_THE_END}
+    common = {**check_overrides(overrides or {}, train_cfg), **TRAIN_TO_THE_END}
     base = base_schedule(train_cfg, common)
     results = work / "results.jsonl"
     done = _read(results)

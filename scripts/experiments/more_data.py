@@ -58,7 +58,7 @@ def run_more_data(
     if dataset_json is None:  # the embedded default, generated on first use like the training config does
         dataset_dir = Path(common.get("dataset_dir", ROOT / "data" / "synthetic"))
         synthetic = {k.split("#", 1)[1]: v for k, v in common.items() if k.startswith("synthetic#")}
-        dataset_json = ensure_dataset(dataset_dir, **synthetic)
+        dataset_json = ensure_dataset(dataset_dir, ROOT / "data" / "synthetic", **synthetic)
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     results: dict[str, Any] = {"dataset_json": str(dataset_json), "seeds": seeds, "runs": []}

@@ -129,18 +129,11 @@ def read_faults(path: str | os.PathLike) -> dict[str, str]:
 
 
 def read_datalist(path: Path) -> dict[str, dict]:
-    """{case_id: entry} of the training list, through MONAI's Decathlon reader (paths made absolute)."""
-    from monai.data import load_decathlon_datalist
+    """{case_id: entry} of the training list, as the bundle reads a data list (MONAI's path rules, case ids
+    from the file names where none are given)."""
+    from scripts.data.lists import load_datalist
 
-    entries = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key="training")
-    out = {}
-    for entry in entries:
-        cid = entry.get("case_id")
-        if not cid:
-            name = Path(str(entry["image"])).name
-            cid = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-        out[str(cid)] = entry
-    return out
+    return {str(entry["case_id"]): entry for entry in load_datalist(path, "training", check_files=False)}
 
 
 def optional_input(path: Any, what: str, notes: list[str]) -> Path | None:

@@ -7,12 +7,18 @@ against the function's signature before anything runs and refuses an unknown one
 ``InputError``, printed last by ``errors.install_hook``), naming the close matches and, for the tools that
 pass bundle settings on, where those settings go. ``--help`` anywhere shows the help and runs nothing
 (fire itself runs the command when ``--help`` follows other options).
+
+Fire also takes ``-name value`` (one dash) and ``-n`` (the one option starting with n): both are checked
+the same way, so ``-dataset_dirr mine`` is refused instead of running the defaults. A tool taking
+``**settings`` (bundle settings passed on to its runs: the audit, the review) checks those itself against
+the bundle's configs (``scripts.utils.bundle_keys.check_bundle_settings``) before it runs anything.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,6 +28,7 @@ from scripts.utils.errors import InputError, install_hook
 __all__ = ["fire_strict", "unknown_options"]
 
 _FIRE_OWN = {"help", "h"}  # fire's flags before the "--" separator
+_FLAG = re.compile(r"--|-[A-Za-z]")  # what fire takes for an option (a negative number is a value)
 
 
 def _accepted(fn: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -32,10 +39,12 @@ def _accepted(fn: Callable[..., Any]) -> tuple[list[str], bool]:
 
 
 def unknown_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
-    """The ``--options`` in ``args`` (up to fire's ``--`` separator) that ``fn`` does not take, as typed.
+    """The options in ``args`` (up to fire's ``--`` separator) that ``fn`` does not take, as typed.
 
-    ``--name value``, ``--name=value``, ``--name-with-dashes`` and fire's ``--noname`` for a boolean are
-    recognised; positional values and single-dash short options are left to fire.
+    Every token fire reads as an option is checked: ``--name value``, ``--name=value``, ``-name value``,
+    ``--name-with-dashes``, fire's ``--noname`` for a boolean, and fire's shortcut ``-n`` for the one option
+    starting with n (a letter that starts several options, or none, is refused). Positional values and
+    negative numbers are left to fire. A callable taking ``**kwargs`` takes any name: it checks them itself.
     """
     names, any_kwargs = _accepted(fn)
     if any_kwargs:
@@ -45,22 +54,29 @@ def unknown_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
     for token in args:
         if token == "--":
             break
-        if not token.startswith("--") or len(token) == 2:
+        if not _FLAG.match(token):
             continue
-        name = token[2:].split("=", 1)[0].replace("-", "_")
+        name = token.lstrip("-").split("=", 1)[0].replace("-", "_")
         if name in known or name in _FIRE_OWN or (name.startswith("no") and name[2:] in known):
             continue
+        if len(name) == 1 and sum(n.startswith(name) for n in names) == 1:
+            continue  # fire's shortcut: -w for the one option starting with w
         unknown.append(token.split("=", 1)[0])
     return unknown
 
 
 def _refusal(command: str, fn: Callable[..., Any], option: str) -> str:
     names, _ = _accepted(fn)
-    name = option[2:].replace("-", "_")
+    name = option.lstrip("-").replace("-", "_")
     close = difflib.get_close_matches(name, names, n=2)
+    if len(name) == 1:
+        close = [n for n in names if n.startswith(name)] or close
     hint = f"did you mean {' or '.join('--' + c for c in close)}? " if close else ""
     if "overrides" in names:
-        hint += f"bundle settings go in --overrides, e.g. --overrides \"{{'{name}': ...}}\"; "
+        from scripts.utils.bundle_keys import config_ids
+
+        setting = (difflib.get_close_matches(name, sorted(config_ids(["configs/train.yaml"])[0]), n=1) or [name])[0]
+        hint += f"bundle settings go in --overrides, e.g. --overrides \"{{'{setting}': ...}}\"; "
     return (
         f"{command}: unknown option {option} ({hint}its options are "
         f"{', '.join('--' + n for n in names)}; see {command} --help)"

@@ -15,9 +15,10 @@ import os
 import sys
 from types import TracebackType
 
-__all__ = ["DEBUG_ENV", "InputError", "install_hook", "input_error_in", "report_line"]
+__all__ = ["DEBUG_ENV", "DEBUG_NOTE", "InputError", "install_hook", "input_error_in", "report_line"]
 
 DEBUG_ENV = "DAD_DEBUG"
+DEBUG_NOTE = f"(the traceback is kept with --debug True or {DEBUG_ENV}=1)"  # printed just before the message
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -65,7 +66,7 @@ def install_hook(debug: object = False) -> bool:
             previous(kind, exc, tb)
             return
         sys.stdout.flush()
-        print(f"(the traceback is kept with --debug True or {DEBUG_ENV}=1)", file=sys.stderr)
+        print(DEBUG_NOTE, file=sys.stderr)
         print(report_line(error), file=sys.stderr, flush=True)
 
     hook._dad_input_hook = True  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ fold's scores), ``ranking.csv`` (with ``fold``, ``model``, ``model_epochs``), ``
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -33,14 +34,18 @@ from scripts.data.folds import assign_folds, fold_datalists
 from scripts.data.lists import AUDIT_LISTS, labelled_cases
 from scripts.data.record import DynamicsRecord
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
-from scripts.workflows.progress import run_logged
+from scripts.utils.bundle_keys import check_bundle_settings
+from scripts.utils.errors import InputError
+from scripts.utils.jsonfile import read_json
+from scripts.workflows.progress import refusal_of, run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
-__all__ = ["run_audit", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg"]
+__all__ = ["run_audit", "check_fold_settings", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg"]
 
 ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger("audit")
 FINAL_CHECKPOINT = "checkpoint_final.pt"
+TOOL = "python -m scripts.workflows.audit"
 
 
 def cli_value(value: Any) -> str:
@@ -77,6 +82,13 @@ def fold_commands(
     return {"training": training, "scoring": scoring}
 
 
+def check_fold_settings(overrides: Mapping[str, Any], config_files: Sequence[str], launcher: str | None) -> None:
+    """Refuse a setting that neither the audit nor the configs its fold runs merge take (``--epoch 8``)."""
+    own = [n for n in inspect.signature(run_audit).parameters if n != "overrides"]
+    files = ["configs/train.yaml", *config_files, "configs/scoring.yaml"]
+    check_bundle_settings(overrides, files + ["configs/multi_gpu_train.yaml"] * bool(launcher), TOOL, own)
+
+
 def run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
     """Run a fold's command unless its marker says the same command finished; returns its wall time."""
     done = fold_dir / f"{name}.done.json"
@@ -89,6 +101,9 @@ def run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
     logger.info(f"{fold_dir.name} {name}: $ {shlex.join(cmd)} (log: {log})")
     start = time.perf_counter()
     code = run_logged(cmd, ROOT, log, echo=False)
+    refusal = refusal_of(log) if code != 0 else None
+    if refusal is not None:  # the run's own one-line refusal, printed last
+        raise InputError(f"{fold_dir.name} {name} refused its input, so nothing ran; the refusal:\n{refusal}")
     if code != 0:
         raise RuntimeError(f"{fold_dir.name} {name} failed (exit {code}); see {log}, then run the audit again")
     wall = time.perf_counter() - start
@@ -139,9 +154,12 @@ def run_audit(
     report: bool = True,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Run (or go on with) the out-of-fold audit; returns what it writes to ``output_dir/audit.json``."""
+    """Run (or go on with) the out-of-fold audit; returns what it writes to ``output_dir/audit.json``.
+    ``overrides`` are bundle settings for every fold's runs (``epochs=8``); one the configs do not take
+    (``epoch=8``) is refused before anything runs."""
     lists = [lists] if isinstance(lists, str) else list(lists)
     config_files = [config_file] if isinstance(config_file, str) else list(config_file)
+    check_fold_settings(overrides, config_files, launcher)
     out = Path(output_dir)
     cases = labelled_cases(dataset_json, lists)
     ids, centers = [c["case_id"] for c in cases], [c.get("center", "") for c in cases]
@@ -160,7 +178,7 @@ def run_audit(
         ("case_id", "center", "list", "fold"),
         [[c["case_id"], c.get("center", ""), c["list"], str(int(f))] for c, f in zip(cases, assignment)],
     )
-    source = json.loads(Path(dataset_json).read_text())  # its labels and modality go with every fold's list
+    source = read_json(dataset_json)  # its labels and modality go with every fold's list
     cost: dict[str, list[float]] = {"training_wall_s": [], "scoring_wall_s": []}
     records, checkpoints = [], []
     for k in range(int(folds)):

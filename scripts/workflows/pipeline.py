@@ -27,10 +27,11 @@ from scripts.core.strategies import check_settings
 from scripts.data.preflight import check_run, check_writable
 from scripts.data.record import read_dynamics
 from scripts.utils.atomic import write_json_atomic, write_text_atomic
+from scripts.utils.bundle_keys import check_bundle_settings
 from scripts.utils.cli import fire_strict
 from scripts.utils.errors import InputError
 from scripts.utils.flags import as_bool
-from scripts.workflows.progress import StageProgress, run_logged
+from scripts.workflows.progress import StageProgress, first_missing, refusal_of, run_logged
 
 logger = logging.getLogger("pipeline")
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,15 +57,18 @@ TRAIN_TO_THE_END = {"early_prune": False}
 # in the bundle root)
 PATH_KEYS = ("dataset_dir", "dataset_json")
 BUDGETS = ("matched", "proportional")
+STAGE_CONFIGS = ("configs/retrain.yaml", "configs/evaluate.yaml", "configs/dynamic.yaml")  # merged onto train_cfg
 PRESET_EXAMPLE = "configs/presets/hippocampus.yaml"
 
 
-def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The user's overrides, refused with a clear message where they would clobber what a stage sets."""
+def check_overrides(overrides: Mapping[str, Any], train_cfg: Sequence[str] = ("configs/train.yaml",)) -> dict[str, Any]:
+    """The user's overrides, refused in one line where they would clobber what a stage sets, or where no
+    config of the stages (``train_cfg``: train.yaml and the presets, then the stages' own) takes them."""
     clash = sorted(k for k in overrides if k.split("#")[0] in PIPELINE_OWNED)
     if clash:
         hints = [f"{k} (use {PIPELINE_OWNED[k]})" if PIPELINE_OWNED.get(k) else k for k in clash]
-        raise ValueError(f"--overrides may not set what the pipeline sets for each stage: {', '.join(hints)}")
+        raise InputError(f"--overrides may not set what the pipeline sets for each stage: {', '.join(hints)}")
+    check_bundle_settings(overrides, [*train_cfg, *STAGE_CONFIGS], "--overrides", given_as="'{}'")
     return dict(overrides)
 
 
@@ -164,7 +168,11 @@ def bundle_run(
     logger.info("$ " + " ".join(cmd))
     label = f"{run_id} {log_file.stem}"
     start = progress.start(run_id, f"{label} (log: {log_file})") if progress else time.perf_counter()
+    made = first_missing(log_file.parent)
     returncode = run_logged(cmd, ROOT, log_file, echo=progress is not None)
+    refusal = refusal_of(log_file, made) if returncode != 0 else None
+    if refusal is not None:  # the stage's own one-line refusal, printed last (its log is not kept)
+        raise InputError(f"{label} refused its input, so nothing ran and its log is not kept; the refusal:\n{refusal}")
     if returncode != 0:
         text = log_file.read_text(errors="replace") if log_file.is_file() else ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -243,7 +251,7 @@ def run_pipeline(
     work = Path(os.path.abspath(work_dir))
     presets = [preset] if isinstance(preset, str) else list(preset or [])
     train_cfg = config_files(presets)
-    common = user_paths(check_overrides(overrides or {}))
+    common = user_paths(check_overrides(overrides or {}, train_cfg))
     seeds = [int(s) for s in (seeds if isinstance(seeds, (list, tuple)) else [seeds])]
     check_pipeline(work, train_cfg, common, rate, strategy, budget, seeds)
     results: dict[str, Any] = {

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["StageProgress", "run_logged", "PROGRESS_PATTERN"]
+from scripts.utils.errors import DEBUG_NOTE
+
+__all__ = ["StageProgress", "first_missing", "refusal_of", "run_logged", "PROGRESS_PATTERN"]
 
 # epoch summaries (MONAI StatsHandler), the DAD line of every epoch, the moving distance and stop rule
 PROGRESS_PATTERN = re.compile(r"Epoch\[\d+\] Metrics|DADTracker|MovingDistanceHandler|Traceback|Error")
@@ -83,3 +85,28 @@ def run_logged(
             if echo and PROGRESS_PATTERN.search(line):
                 print(prefix + line.rstrip().split(" - INFO - ")[-1], flush=True)
         return proc.wait()
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet (what a run would make), or None."""
+    folder, missing = Path(os.path.abspath(folder)), None
+    while not folder.exists() and folder != folder.parent:
+        folder, missing = folder.parent, folder
+    return missing
+
+
+def refusal_of(log_file: Path, made: Path | None = None) -> str | None:
+    """What a stage that refused its input printed last (the lines after ``errors.install_hook``'s note),
+    or None when it failed otherwise (its log, with the traceback, is kept then). A refused stage ran
+    nothing, so its log, which holds only that refusal, is removed, and with it the folders ``made`` for it
+    (``first_missing`` before the run) when they are left empty: the work folder is as it was."""
+    text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    if DEBUG_NOTE not in text:
+        return None
+    refusal = text.rsplit(DEBUG_NOTE, 1)[1].strip()
+    log_file.unlink()
+    folder = log_file.parent
+    while made is not None and folder.is_relative_to(made) and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    return refusal or None

@@ -19,6 +19,7 @@ list is never written.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ import numpy as np
 from scripts.data.lists import AUDIT_LISTS, load_datalist
 from scripts.report.review import plot_review, suspected_problem
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic
+from scripts.utils.bundle_keys import check_bundle_settings
+from scripts.utils.jsonfile import read_json
 
 __all__ = ["make_review", "apply_review", "read_verdicts", "REJECT", "KEEP"]
 
@@ -116,6 +119,10 @@ def make_review(
     if config_file is None:
         config_file = settings.get("config_files", [])
     config_files = [config_file] if isinstance(config_file, str) else list(config_file)
+    own = [n for n in inspect.signature(make_review).parameters if n != "overrides"]
+    check_bundle_settings(
+        overrides, ["configs/train.yaml", *config_files], "python -m scripts.workflows.review make", own
+    )
     overrides = {**settings.get("overrides", {}), **overrides}
     entries = {d["case_id"]: d for d in load_datalist(run / "scored_datalist.json", "training", check_files=False)}
     parts = _bundle_parts(config_files, overrides)
@@ -162,7 +169,7 @@ def apply_review(review_csv: str, dataset_json: str, out: str) -> str:
     if source == target or (target.exists() and os.path.samefile(source, target)):
         raise ValueError(f"--out {out} is the data list itself: the review writes a NEW data list, give another path")
     rejected = sorted(c for c, wrong in read_verdicts(review_csv).items() if wrong)
-    content = json.loads(source.read_text())
+    content = read_json(source)
     lists = {k: load_datalist(source, k, check_files=False) for k in AUDIT_LISTS if content.get(k)}
     known = {d["case_id"] for entries in lists.values() for d in entries}
     unknown = [c for c in rejected if c not in known]

@@ -22,6 +22,7 @@ from scripts.data.record import DynamicsRecord
 from scripts.scores import hardness
 from scripts.scores.rank_average import rank_average
 from scripts.utils.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
+from scripts.utils.jsonfile import read_json
 from scripts.workflows.fault_detection import detection_cell, read_fault_manifest, run_fault_detection
 from scripts.workflows.prune import run_pruning
 
@@ -191,7 +192,7 @@ def _retrainable_subset(subset_json: Path, cases: Sequence[Mapping[str, Any]], d
     subset = json.loads(subset_json.read_text())
     kept = {d["case_id"] for d in subset["training"]}
     training = [dict(c) for c in cases if c.get("list") == "training" and c["case_id"] in kept]
-    content = json.loads(Path(dataset_json).read_text())
+    content = read_json(dataset_json)
     others = {k: labelled_cases(dataset_json, k) for k in AUDIT_LISTS[1:] if content.get(k)}
     subset.update(
         training=[{k: v for k, v in d.items() if k not in ("list", "fold")} for d in training],

@@ -1,0 +1,104 @@
+"""Which ``--key value`` settings the bundle's configs take, so that a tool passing settings on to its
+bundle runs refuses a misspelt one before it runs anything.
+
+``monai.bundle run`` adds a key it does not know to the config, where nothing reads it: ``python -m
+scripts.workflows.audit --fold 3 --epoch 8`` trained 5 folds of 40 epochs. A setting is known when the
+configs define its id (``epochs``, ``synthetic#num_train``, ``train#random_transforms#0#pos``; ``::`` and
+``#`` alike), when it is a new argument of a component (``network_def#dropout``: a dict with
+``_target_`` takes any argument of its class, which MONAI checks when it builds it), or one of
+``monai.bundle run``'s own options (``tracking``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from scripts.utils.errors import InputError
+
+__all__ = ["RUN_OPTIONS", "check_bundle_settings", "config_ids", "unknown_settings"]
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_OPTIONS = ("tracking", "logging_file", "meta_file", "args_file")  # monai.bundle run's, not the config's
+
+
+def _path(name: str | os.PathLike) -> Path:
+    """A config file as given: absolute, from the working directory, else from the bundle root."""
+    path = Path(name)
+    return path if path.is_absolute() or path.is_file() else ROOT / path
+
+
+def _walk(node: Any, prefix: str, ids: set[str], components: set[str]) -> None:
+    if isinstance(node, Mapping):
+        if "_target_" in node:
+            components.add(prefix)
+        children: Iterable[tuple[Any, Any]] = node.items()
+    elif isinstance(node, list):
+        children = enumerate(node)
+    else:
+        return
+    for key, value in children:
+        name = str(key).lstrip("+").replace("::", "#")  # "+imports" merges onto the same id
+        child = f"{prefix}#{name}" if prefix else name
+        ids.add(child)
+        _walk(value, child, ids, components)
+
+
+def config_ids(config_files: Sequence[str | os.PathLike]) -> tuple[set[str], set[str]]:
+    """(every id the config files define, the ids of their components: dicts with ``_target_``)."""
+    from monai.bundle import ConfigParser
+
+    ids: set[str] = set()
+    components: set[str] = set()
+    for name in config_files:
+        _walk(ConfigParser.load_config_file(str(_path(name))), "", ids, components)
+    return ids, components
+
+
+def unknown_settings(settings: Iterable[str], config_files: Sequence[str | os.PathLike]) -> list[str]:
+    """The settings (ids, as given) that none of ``config_files`` takes."""
+    ids, components = config_ids(config_files)
+    unknown = []
+    for setting in settings:
+        key = str(setting).replace("::", "#")
+        parent = key.rpartition("#")[0]
+        if key in ids or key in RUN_OPTIONS or (parent and parent in components):
+            continue
+        unknown.append(str(setting))
+    return unknown
+
+
+def check_bundle_settings(
+    settings: Mapping[str, Any] | Iterable[str],
+    config_files: Sequence[str | os.PathLike],
+    tool: str,
+    options: Sequence[str] = (),
+    given_as: str = "--{}",
+) -> None:
+    """Refuse, in one line (``InputError``), the settings none of the bundle's ``config_files`` takes, each
+    with its close matches among the tool's own ``options`` and the configs' ids. ``given_as`` shows a
+    setting as the user typed it (``--{}`` for an option of its own, ``'{}'`` for a key of a dict)."""
+    unknown = unknown_settings(list(settings), config_files)
+    if not unknown:
+        return
+    ids, _ = config_ids(config_files)
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, [*options, *sorted(ids)], n=2)
+        hint = f" (did you mean {' or '.join(given_as.format(c) for c in close)}?)" if close else ""
+        named.append(given_as.format(name) + hint)
+    files = ", ".join(_shown(f) for f in config_files)
+    own = f"neither one of its options ({', '.join('--' + o for o in options)}) nor" if options else "not"
+    raise InputError(
+        f"{tool}: unknown setting{'s' * (len(named) > 1)} {', '.join(named)}: {own} a setting of the "
+        f"bundle configs it runs ({files}), so nothing would read {'them' if len(named) > 1 else 'it'}; fix: "
+        f"correct the name ({f'`{tool} --help` lists its options, ' if options else ''}the configs list the settings)"
+    )
+
+
+def _shown(name: str | os.PathLike) -> str:
+    path = _path(name).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
