@@ -3,8 +3,9 @@
 With no preset, ``configs/train.yaml`` takes from here: the classes (``dataset.json``'s ``labels``), and,
 from the checks' single pass over the images (``scripts.data.checks.scan_dataset``), the resampling, the
 padding to the patch size and the intensity normalisation. A preset or a ``--key`` override of
-``num_classes``, ``spacing_transforms`` or ``intensity_transforms`` still wins; ``<output_dir>/plan.json``
-records the plan and what the run used.
+``num_classes``, ``spacing_transforms`` or ``intensity_transforms`` still wins; ``plan.json`` in the run's
+``output_dir`` and beside its checkpoints (``ckpt_dir``) records the plan and what the run used, and every
+consumer of a checkpoint applies it (``scripts.data.model_plan``).
 
 The rules (``make_plan``, pure over plain values, so the same data always gives the same plan), as nnU-Net
 v2 has them since 0.7.0 (``plan_rules: nnunet``; ``plan_rules: '0.6'`` gives the former ones, see RULES):
@@ -300,13 +301,19 @@ def write_plan(
     num_classes: int,
     spacing: Sequence[Any],
     intensity: Sequence[Any],
+    ckpt_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Write ``<output_dir>/plan.json`` (the plan, and what the run used: a preset or an override wins) and
-    log it."""
+    """Write ``plan.json`` (the plan, and what the run used: a preset or an override wins) into
+    ``output_dir`` and, when given, beside the checkpoints in ``ckpt_dir`` (where every consumer of a
+    checkpoint finds it: ``scripts.data.model_plan``), and log it. Returns the ``output_dir`` one."""
     used = used_of(num_classes, spacing, intensity)
-    path = write_json_atomic(Path(output_dir) / "plan.json", {"plan": dict(plan), "used": used})
+    content = {"plan": dict(plan), "used": used}
+    path = write_json_atomic(Path(output_dir) / "plan.json", content)
+    where = [str(path)]
+    if ckpt_dir is not None and os.path.abspath(ckpt_dir) != os.path.abspath(output_dir):
+        where.append(str(write_json_atomic(Path(ckpt_dir) / "plan.json", content)))
     text = json.dumps(plan, ensure_ascii=False)
-    logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {path}")
+    logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {', '.join(where)}")
     return Path(path)
 
 
@@ -318,19 +325,21 @@ def follows_plan(content: Mapping[str, Any]) -> bool:
 
 
 def read_used_plan(plan_json: str | os.PathLike | None) -> dict[str, Any] | None:
-    """A stage-1 run's ``plan.json`` (for inference to preprocess as training did), or None when not given."""
+    """A training run's ``plan.json`` (for inference to preprocess as training did: by default the one beside
+    the checkpoint), or None when there is none; refused when that run's preset or override won over its
+    plan (the plan cannot rebuild a preset's transforms)."""
     if plan_json is None or str(plan_json) in ("", "None", "null"):
         return None
     path = Path(plan_json)
     if not path.is_file():
-        raise InputError(f"plan_json {path} not found; fix: pass a stage-1 run's <output_dir>/plan.json")
+        raise InputError(f"plan_json {path} not found; fix: pass a training run's plan.json (beside its checkpoint)")
     content = json.loads(path.read_text())
     if "plan" not in content or "used" not in content:
-        raise InputError(f"{path} is not a stage-1 plan.json (no 'plan'/'used'); fix: pass <output_dir>/plan.json")
+        raise InputError(f"{path} is not a training run's plan.json (no 'plan'/'used'); fix: pass its plan.json")
     if not follows_plan(content):
         raise InputError(
             f"{path}: that run did not use its plan's preprocessing (a preset or an override won); fix: merge "
-            "the same preset after configs/inference.yaml instead of --plan_json"
+            "the same preset (and overrides) after configs/inference.yaml"
         )
     return content
 
