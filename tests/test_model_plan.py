@@ -134,8 +134,8 @@ def test_inference_applies_the_plan_beside_the_checkpoint_and_refuses_another(fo
     (other / "plan.json").write_text(json.dumps(plan))
     parser = infer(plan_json=str(other / "plan.json"))
     assert _spacing_and_clip(parser)[0] == [1.0, 1.0, 2.5]
-    parsed = {k: parser.get_parsed_content(k) for k in ("checkpoint", "num_classes", "spacing_transforms",
-                                                         "intensity_transforms", "plan_json")}  # fmt: skip
+    keys = ("checkpoint", "num_classes", "spacing_transforms", "intensity_transforms", "plan_json")
+    parsed = {k: parser.get_parsed_content(k) for k in keys}
     with pytest.raises(InputError) as err:
         check_applies(*parsed.values(), "plan_json")
     text = str(err.value)
