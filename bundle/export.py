@@ -5,7 +5,7 @@
 
 Writes into ``<out>``:
 
-- ``<name>/`` (configs/, scripts/, docs/, LICENSE, models/model.pt, large_files.yml) and
+- ``<name>/`` (configs/, scripts/, docs/, LICENSE, models/model.pt, models/plan.json, large_files.yml) and
   ``<name>_v<version>.zip`` that unpacks to ``<name>/``: the bundle as users download it;
 - ``model_zoo_pr/``: what a pull request to Project-MONAI/model-zoo adds, ``models/<name>/`` (the bundle
   less the files large_files.yml lists: over the Zoo's 1 MB pre-commit limit, they are not committed)
@@ -15,7 +15,10 @@ Writes into ``<out>``:
 
 Files over ``max_file_mb`` (the Zoo's 25 MB) are left out of ``<name>/`` too. Every
 ``configs/*.yaml|yml|json|conf`` and ``configs/presets/`` are exported, whatever they are, so a new
-workflow config travels without changes here. Then run ``python -m bundle.check <zip>``.
+workflow config travels without changes here. ``models/plan.json`` is the plan its training wrote beside
+the model, so the exported inference.yaml, alone, preprocesses as the training did (a model whose preset
+won over its plan is refused: inference.yaml alone cannot rebuild a preset). Then run
+``python -m bundle.check <zip>``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ from typing import Any
 
 import torch
 import yaml
+from scripts.data.model_plan import PLAN_FILE, plan_beside
+from scripts.data.plan import read_used_plan
 from scripts.utils.atomic import atomic_output, write_text_atomic
+from scripts.utils.errors import InputError
 from scripts.utils.weights import load_state_dict
 
 logger = logging.getLogger("bundle.export")
@@ -85,7 +91,32 @@ def _assemble(stage: Path, model: Path, source: Path) -> list[str]:
     (stage / "models").mkdir()
     torch.save(load_state_dict(model), stage / "models" / "model.pt")
     names = {f.stem for f in (stage / "configs").iterdir() if f.is_file()}
-    return [f"configs/{n}.* is absent (a Zoo convention)" for n in CONVENTIONAL_CONFIGS if n not in names]
+    notes = [f"configs/{n}.* is absent (a Zoo convention)" for n in CONVENTIONAL_CONFIGS if n not in names]
+    return notes + _model_plan(model, stage)
+
+
+def _model_plan(model: Path, stage: Path) -> list[str]:
+    """``models/plan.json``: the plan the model's training wrote beside it, without source paths, formatted
+    as the Zoo's pretty-format-json hook wants; returns a note when the model has none."""
+    beside = plan_beside(model)
+    if beside is None:
+        return [
+            f"{model} has no {PLAN_FILE} beside it: the exported inference.yaml preprocesses as the embedded set's "
+            "plan (2 classes, a z-score per image); export a model trained with 0.7.0 or later to carry its own"
+        ]
+    try:
+        content = read_used_plan(beside)
+    except InputError as err:
+        raise InputError(
+            f"model {model}: its training's preset or override won over its plan ({beside}), and the Zoo runs "
+            "configs/inference.yaml alone, which rebuilds a plan but not a preset; fix: export a model trained "
+            "without a preset (or merge the same preset after configs/inference.yaml outside the Zoo)"
+        ) from err
+    assert content is not None
+    plan = {**content["plan"], "dataset_json": Path(str(content["plan"].get("dataset_json", ""))).name}
+    text = json.dumps({"plan": plan, "used": content["used"]}, indent=4) + "\n"
+    write_text_atomic(stage / "models" / PLAN_FILE, text)
+    return []
 
 
 def upload_name(name: str, version: str, rel: str) -> str:

@@ -128,6 +128,12 @@ def test_a_two_fold_audit_scores_every_case_once_and_goes_on_where_it_stopped(tm
     assert {r["model_epochs"] for r in ranking} == {"1"}
     assert read_dynamics(out / "dynamics.csv")["case_id"].tolist() == [d["case_id"] for d in _cases(only)]
     assert result["cost"]["trainings"] == 2 and result["fold_sizes"] == [2, 2]
+    for k in range(2):  # each held-out fold scored with the plan its fold's model trained with (issue 25)
+        fold = out / f"fold{k}"
+        scored = json.loads((fold / "scoring" / "run.json").read_text())
+        assert scored["plan"] == str((fold / "models" / "plan.json").resolve())
+        beside, trained = (json.loads((fold / d / "plan.json").read_text()) for d in ("models", "train"))
+        assert beside == trained
     logs = {p: p.stat().st_mtime_ns for p in out.glob("fold*/*.log")}
     run_audit(str(tmp_path / "data" / "train_only.json"), str(out), folds=2, report=False, **settings)
     assert {p: p.stat().st_mtime_ns for p in out.glob("fold*/*.log")} == logs  # nothing ran again

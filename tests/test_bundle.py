@@ -304,9 +304,10 @@ def _infer_parser(**overrides):
     return parser
 
 
-def test_inference_defaults_are_the_embedded_sets_plan():
-    # the embedded set's plan (tests/test_plan.py): 2 classes, no resampling or padding, a z-score per image
-    parser = _infer_parser()
+def test_inference_defaults_are_the_embedded_sets_plan(tmp_path):
+    # the embedded set's plan (tests/test_plan.py): 2 classes, no resampling or padding, a z-score per image,
+    # for a checkpoint with no plan.json beside it (a checkout's models/ may hold a training's)
+    parser = _infer_parser(ckpt_dir=str(tmp_path / "models"))
     assert parser.get_parsed_content("num_classes") == 2
     assert parser.get_parsed_content("spacing_transforms") == []
     (norm,) = parser.get_parsed_content("intensity_transforms")

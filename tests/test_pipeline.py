@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,11 @@ def test_resampled_evaluation_is_on_the_original_label_grid(pipeline, tmp_path):
     """With a resampling preset (2 mm) the test Dice is taken on each label file's own grid: it equals the
     Dice, computed here, of the masks inference writes on that grid (not the Dice of the resampled grid)."""
     work, _ = pipeline
+    # the weights alone, without the plan.json beside them (which says the model trained unresampled, so a
+    # 2 mm override would be refused): this test is about the grid Dice is taken on, not the plan
+    models = tmp_path / "weights"
+    models.mkdir()
+    shutil.copy2(work / "models" / "full_seed0" / "model.pt", models / "model.pt")
     spacing = json.dumps(
         [
             {
@@ -117,7 +123,7 @@ def test_resampled_evaluation_is_on_the_original_label_grid(pipeline, tmp_path):
         "--dataset_dir",
         str(work / "data"),
         "--ckpt_dir",
-        str(work / "models" / "full_seed0"),
+        str(models),
         "--patch_size",
         "[16,16,16]",
         "--num_workers",

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from monai.networks.nets import UNet
+from scripts.data.plan import intensity_transforms, spacing_transforms, write_plan
 from scripts.report.review import disagreement_slices, outline, plot_review, suspected_problem
 from scripts.workflows.review import apply_review, make_review, read_verdicts
 
@@ -105,6 +106,9 @@ def test_make_review_draws_the_top_cases_with_the_model_that_scored_them(tmp_pat
     torch.manual_seed(0)
     net = UNet(3, 1, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=1, norm="batch")
     torch.save(net.state_dict(), tmp_path / "model.pt")
+    # its training's plan beside it (the embedded set's: no resampling or padding, a z-score per image)
+    plan = {"spacing": {"resample": False}, "padding": {"pad_to_patch": False}, "normalization": {"kind": "zscore"}}
+    write_plan(tmp_path / "train", plan, 2, spacing_transforms(plan), intensity_transforms(plan), tmp_path)
     header = "rank,case_id,center,list,fold,model,model_epochs,ranked_by,dad,el2n,cleanlab,monai_lq,rank_average\n"
     lines = [f"{r},{e['case_id']},c,training,{r % 2},fold{r % 2}:{tmp_path / 'model.pt'},5,dad,0.{r},0.5,0.4,0.3,0.2\n"
              for r, e in enumerate(entries, start=1)]  # fmt: skip

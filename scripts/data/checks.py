@@ -30,7 +30,9 @@ __all__ = ["CaseStats", "DataError", "DataWarning", "Fingerprint", "check_datase
 
 LISTS = ("training", "validation", "test")
 MAX_LISTED = 10
-FOREGROUND_SAMPLE = 10_000  # foreground intensities kept per case (nnU-Net's fingerprint takes 10^4 too)
+FOREGROUND_SAMPLE = 10_000  # foreground intensities kept per case, the same number for every case
+FOREGROUND_SEED = 1234  # nnU-Net's: the sample is drawn with a fixed seed, so the same data give the same plan
+FOREGROUND_RULES = ("random", "strided")
 OVERFLOW = 1e18  # |intensity| beyond this overflows float32 squares (3.4e38) in a z-score
 FLAT = 1e-3  # 98% of the voxels in under this share of the range: a z-score flattens them
 AFFINE_ATOL = 1e-3
@@ -49,8 +51,8 @@ class CaseStats:
     """What the checks' pass learns about one labelled case (the plan's input; plain values only).
 
     ``shape`` and ``spacing`` are in RAS order (as ``Orientationd(axcodes='RAS')`` gives them to the
-    network), ``foreground`` is an evenly strided sample of at most ``FOREGROUND_SAMPLE`` image values
-    where the label is > 0, ``zero_fraction`` the share of voxels exactly 0."""
+    network), ``foreground`` a sample of the image values where the label is > 0 (``sample_foreground``),
+    ``zero_fraction`` the share of voxels exactly 0."""
 
     case_id: str
     image: str
@@ -70,6 +72,20 @@ class Fingerprint:
     labels: dict[str, Any]
     modality: str
     cases: list[CaseStats]
+    foreground_sample: str = "random"  # how the cases' foreground was sampled (sample_foreground's rule)
+
+
+def sample_foreground(values: np.ndarray, rule: str = "random") -> np.ndarray:
+    """A case's foreground intensities as the plan pools them. ``random`` (0.7.0, nnU-Net v2's
+    ``collect_foreground_intensities``): ``FOREGROUND_SAMPLE`` values drawn uniformly with replacement
+    (seed ``FOREGROUND_SEED``), so every case weighs the same; ``strided`` (up to 0.6): every k-th value,
+    k = size // ``FOREGROUND_SAMPLE``, which keeps between 1x and 2x that many (a case weighs by its size)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if rule not in FOREGROUND_RULES:
+        raise ValueError(f"foreground sample rule {rule!r}: one of {FOREGROUND_RULES}")
+    if rule == "strided" or values.size == 0:
+        return values[:: max(1, values.size // FOREGROUND_SAMPLE)]
+    return np.random.RandomState(FOREGROUND_SEED).choice(values, FOREGROUND_SAMPLE, replace=True)
 
 
 def _read(path: str) -> tuple[Any, np.ndarray | None, str | None]:
@@ -178,7 +194,11 @@ def _mapped_labels(label: np.ndarray, entry: Mapping[str, Any], label_transforms
 
 
 def _check_case(
-    entry: Mapping[str, Any], num_classes: int, label_transforms: Sequence[Any], in_channels: int | None
+    entry: Mapping[str, Any],
+    num_classes: int,
+    label_transforms: Sequence[Any],
+    in_channels: int | None,
+    foreground_sample: str = "random",
 ) -> tuple[list[str], list[str], CaseStats | None]:
     """(problems, warnings, stats) of one labelled entry; stats is None when a problem stops the case."""
     import nibabel as nib
@@ -242,7 +262,7 @@ def _check_case(
         shape=_ras([int(v) for v in spatial], img.affine),
         spacing=_ras([float(v) for v in nib.affines.voxel_sizes(img.affine)[:3]], img.affine),
         zero_fraction=float(np.count_nonzero(raw == 0) / raw.size),
-        foreground=foreground[:: max(1, foreground.size // FOREGROUND_SAMPLE)].astype(np.float64),
+        foreground=sample_foreground(foreground, foreground_sample),
         digest=digest,
     )
     cautions = _intensity_warnings(str(case), str(entry["image"]), raw) + _all_foreground(str(case), entry, values)
@@ -277,6 +297,7 @@ def scan_dataset(
     label_transforms: Sequence[Any] = (),
     enabled: bool = True,
     in_channels: int | None = None,
+    foreground_sample: str = "random",
 ) -> Fingerprint:
     """Check every labelled list of a Decathlon-style data list and return its fingerprint.
 
@@ -284,6 +305,7 @@ def scan_dataset(
     case ids, and everything ``check_entries`` finds) with its fix; warns (``DataWarning``, naming the
     cases and files) about the same image under two case ids and intensities a normalisation would
     flatten. Reads every image once; ``enabled=False`` reads nothing and returns no case statistics.
+    ``foreground_sample``: how each case's foreground intensities are sampled (``sample_foreground``).
     """
     from scripts.data.lists import load_datalist
 
@@ -310,7 +332,7 @@ def scan_dataset(
     cautions, cases = [], []
     for entries in lists.values():
         for entry in entries:
-            found, warned, stats = _check_case(entry, num_classes, label_transforms, in_channels)
+            found, warned, stats = _check_case(entry, num_classes, label_transforms, in_channels, foreground_sample)
             problems, cautions = problems + found, cautions + warned
             cases += [stats] if stats is not None else []
     if problems:
@@ -330,7 +352,7 @@ def scan_dataset(
         first.setdefault(stats.digest, stats)
     for caution in cautions:
         warnings.warn(caution, DataWarning, stacklevel=2)
-    return Fingerprint(dataset_json, labels, modality, cases)
+    return Fingerprint(dataset_json, labels, modality, cases, foreground_sample)
 
 
 def check_dataset(

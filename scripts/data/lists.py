@@ -15,7 +15,16 @@ from scripts.data.case_ids import case_id_of
 from scripts.utils.errors import InputError
 from scripts.utils.jsonfile import read_json
 
-__all__ = ["AUDIT_LISTS", "case_id_of", "ensure_splits", "image_list", "labelled_cases", "load_datalist"]
+__all__ = [
+    "AUDIT_LISTS",
+    "case_id_of",
+    "ensure_splits",
+    "image_list",
+    "labelled_cases",
+    "load_datalist",
+    "split_lists",
+    "training_ids",
+]
 
 AUDIT_LISTS = ("training", "validation", "test")
 
@@ -162,29 +171,18 @@ def _labelled(entries: Any) -> bool:
     return bool(entries) and all(isinstance(d, Mapping) and "label" in d for d in entries)
 
 
-def ensure_splits(
-    dataset_json: str | os.PathLike,
-    out_json: str | os.PathLike,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-) -> str:
-    """The data list to train on: ``dataset_json`` itself when it has a validation list and a labelled
-    test list; otherwise a copy written to ``out_json`` whose missing parts are carved from training.
-
-    A user's Decathlon ``dataset.json`` usually has neither: MSD's ``test`` lists unlabelled images, and
-    pruning can only be judged on labelled cases no model trained on. The test part
-    (round(test_fraction·n)) is drawn first, then the validation part (round(val_fraction·rest), at least
-    one case), each a seeded sample of the training list; the copy's ``split`` section says what was
-    carved and why, and every path in it is absolute.
-    """
+def split_lists(
+    dataset_json: str | os.PathLike, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, Any] | None:
+    """The data list ``ensure_splits`` trains on, without writing it: None when ``dataset_json`` has a
+    validation list and a labelled test list (it is used as it is), else its content with the missing
+    parts carved from training (see ``ensure_splits``)."""
     from scripts.data.combine import split_counts
-    from scripts.utils.atomic import write_json_atomic
 
     content = read_json(dataset_json)
     has_val, has_test = _labelled(content.get("validation")), _labelled(content.get("test"))
     if has_val and has_test:
-        return str(dataset_json)
+        return None
     training = load_datalist(dataset_json, "training", check_files=False)
     n = len(training)
     _, n_val, n_test = split_counts(n, 0.0 if has_test else test_fraction, 0.0 if has_val else val_fraction)
@@ -225,9 +223,48 @@ def ensure_splits(
         },
     }
     split["numTraining"] = len(split["training"])
+    return split
+
+
+def training_ids(
+    dataset_json: str | os.PathLike, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> list[str]:
+    """The case ids a run trains on: the training list once ``ensure_splits`` has carved validation and
+    test from it (what the plan's fingerprint reads, as nnU-Net's reads the training cases only). A list
+    too small to carve gives its whole training list (``ensure_splits`` refuses such a training run)."""
+    try:
+        split = split_lists(dataset_json, val_fraction, test_fraction, seed)
+    except ValueError:
+        split = None
+    entries = split["training"] if split else load_datalist(dataset_json, "training", check_files=False)
+    return [d["case_id"] for d in entries]
+
+
+def ensure_splits(
+    dataset_json: str | os.PathLike,
+    out_json: str | os.PathLike,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> str:
+    """The data list to train on: ``dataset_json`` itself when it has a validation list and a labelled
+    test list; otherwise a copy written to ``out_json`` whose missing parts are carved from training.
+
+    A user's Decathlon ``dataset.json`` usually has neither: MSD's ``test`` lists unlabelled images, and
+    pruning can only be judged on labelled cases no model trained on. The test part
+    (round(test_fraction·n)) is drawn first, then the validation part (round(val_fraction·rest), at least
+    one case), each a seeded sample of the training list; the copy's ``split`` section says what was
+    carved and why, and every path in it is absolute.
+    """
+    from scripts.utils.atomic import write_json_atomic
+
+    split = split_lists(dataset_json, val_fraction, test_fraction, seed)
+    if split is None:
+        return str(dataset_json)
     write_json_atomic(out_json, split)
+    carved = split["split"]
     logging.getLogger("data").info(
-        f"{dataset_json}: {split['split']['note']}; {len(val) if not has_val else 0} validation and "
-        f"{len(test) if not has_test else 0} test cases (seed {seed}); training on {split['numTraining']}: {out_json}"
+        f"{dataset_json}: {carved['note']}; {len(carved['carved_validation'])} validation and "
+        f"{len(carved['carved_test'])} test cases (seed {seed}); training on {split['numTraining']}: {out_json}"
     )
     return str(out_json)

@@ -3,20 +3,29 @@
 With no preset, ``configs/train.yaml`` takes from here: the classes (``dataset.json``'s ``labels``), and,
 from the checks' single pass over the images (``scripts.data.checks.scan_dataset``), the resampling, the
 padding to the patch size and the intensity normalisation. A preset or a ``--key`` override of
-``num_classes``, ``spacing_transforms`` or ``intensity_transforms`` still wins; ``<output_dir>/plan.json``
-records the plan and what the run used.
+``num_classes``, ``spacing_transforms`` or ``intensity_transforms`` still wins; ``plan.json`` in the run's
+``output_dir`` and beside its checkpoints (``ckpt_dir``) records the plan and what the run used, and every
+consumer of a checkpoint applies it (``scripts.data.model_plan``).
 
-The rules (``make_plan``, pure over plain values, so the same data always gives the same plan):
+The rules (``make_plan``, pure over plain values, so the same data always gives the same plan), as nnU-Net
+v2 has them since 0.7.0 (``plan_rules: nnunet``; ``plan_rules: '0.6'`` gives the former ones, see RULES):
 
-- spacing: the target is the median spacing per axis (RAS order); resample (``Spacingd``) only when some
-  case is off it by more than 1%;
+- fingerprint: the training cases only (those left once validation and test are carved); 0.6: every
+  labelled case of every list;
+- spacing: the target is the median spacing per axis (RAS order), except on an anisotropic data set
+  (nnU-Net's ``determine_fullres_target_spacing``: the median spacing of the coarsest axis over 3x the
+  next coarsest, and its median size under a third of the smallest other): there that axis takes the
+  10th percentile of its spacings (never finer than the other axes); 0.6: the median always. Resample
+  (``Spacingd``) only when some case is off the target by more than 1%;
 - padding: ``SpatialPadd`` to the patch when some case, at the target spacing, is smaller than the patch
   along an axis (``RandCropByPosNegLabeld`` cannot crop a patch larger than the image);
 - normalisation: CT (``modality`` exactly "CT", as nnU-Net reads it: Hounsfield units, comparable across
-  cases): clip to the 0.5 and 99.5 percentiles of the foreground voxels of all cases and scale that range
-  to [0, 1] (``ScaleIntensityRanged``); anything else (MR, "synthetic CT" with per-center scales): a
-  z-score per image (``NormalizeIntensityd``), over the non-zero voxels only when the median case is at
-  least 25% zeros (a skull-stripped or masked background).
+  cases): clip to the 0.5 and 99.5 percentiles of the pooled foreground sample, then subtract its mean and
+  divide by its std (nnU-Net's ``CTNormalization``); 0.6: scale the clipped range to [0, 1]. The sample
+  is a fixed number of foreground voxels per case (``scripts.data.checks.sample_foreground``). Anything
+  else (MR, "synthetic CT" with per-center scales): a z-score per image (``NormalizeIntensityd``), over
+  the non-zero voxels only when the median case is at least 25% zeros (a skull-stripped or masked
+  background).
 """
 
 from __future__ import annotations
@@ -35,20 +44,52 @@ from scripts.utils.errors import InputError
 from scripts.utils.jsonfile import read_json
 
 __all__ = [
+    "RULES",
     "classes_of",
     "describe",
+    "follows_plan",
     "intensity_transforms",
     "make_plan",
     "plan_from_stats",
+    "rules_of",
     "source_of",
     "spacing_transforms",
+    "target_spacing",
+    "used_of",
     "write_plan",
 ]
 
 SPACING_RTOL = 0.01
 NONZERO_FRACTION = 0.25
 CT_PERCENTILES = (0.5, 99.5)
+ANISOTROPY = 3.0  # nnU-Net v2's ANISO_THRESHOLD
+LOW_RES_PERCENTILE = 10.0  # the coarse axis' target on an anisotropic set
+# fingerprint: which cases the plan reads; anisotropy: the threshold (None: the median always); ct: the
+# CT normalisation after clipping; foreground: how each case's foreground intensities are sampled
+RULES: dict[str, dict[str, Any]] = {
+    "nnunet": {"fingerprint": "training", "anisotropy": ANISOTROPY, "ct": "zscore", "foreground": "random"},
+    "0.6": {"fingerprint": "all", "anisotropy": None, "ct": "unit", "foreground": "strided"},
+}
+_CHOICES = {"fingerprint": ("training", "all"), "ct": ("zscore", "unit"), "foreground": ("random", "strided")}
 logger = logging.getLogger("plan")
+
+
+def rules_of(rules: str | float | Mapping[str, Any] | None = "nnunet") -> dict[str, Any]:
+    """The plan's rules: a name of ``RULES`` (``nnunet``, the default since 0.7.0; ``0.6``, the former), or
+    a dict of some of them over ``nnunet``'s (e.g. ``{'ct': 'unit'}``)."""
+    if rules is None or isinstance(rules, (str, int, float)):  # --plan_rules 0.6 arrives as a float
+        name = "nnunet" if rules is None else str(rules)
+        if name not in RULES:
+            raise InputError(f"plan_rules {name!r}: not one of {sorted(RULES)}; fix: --plan_rules nnunet (or 0.6)")
+        return dict(RULES[name])
+    unknown = sorted(set(rules) - set(RULES["nnunet"]))
+    if unknown:
+        raise InputError(f"plan_rules {dict(rules)}: unknown rules {unknown}; fix: use {sorted(RULES['nnunet'])}")
+    out = {**RULES["nnunet"], **dict(rules)}
+    for key, choices in _CHOICES.items():
+        if out[key] not in choices:
+            raise InputError(f"plan_rules {key} {out[key]!r}: not one of {list(choices)}")
+    return out
 
 
 def classes_of(dataset_json: str | os.PathLike) -> int:
@@ -81,6 +122,30 @@ def source_of(dataset_json: str | os.PathLike) -> str:
     return os.path.abspath(source) if source and Path(source).is_file() else path
 
 
+def target_spacing(
+    spacings: np.ndarray, shapes: np.ndarray, anisotropy: float | None = ANISOTROPY
+) -> tuple[np.ndarray, bool]:
+    """(target spacing, whether the anisotropic rule set it) of ``n`` cases' ``spacings`` and ``shapes``
+    (voxels), (n, 3): the median per axis; with ``anisotropy`` (nnU-Net's rule), when the coarsest axis'
+    median spacing is over ``anisotropy`` x the next coarsest and its median size under 1/``anisotropy``
+    of the smallest other, that axis takes the 10th percentile of its spacings, at least the other axes'
+    largest spacing (+1e-5, as nnU-Net)."""
+    spacings, shapes = np.asarray(spacings, dtype=np.float64), np.asarray(shapes, dtype=np.float64)
+    target = np.median(spacings, axis=0)
+    if anisotropy is None:
+        return target, False
+    size = np.median(shapes, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(target.size) if a != worst]
+    coarse = target[worst] > float(anisotropy) * max(target[others])
+    few = size[worst] * float(anisotropy) < min(size[others])
+    if not (coarse and few):
+        return target, False
+    low = float(np.percentile(spacings[:, worst], LOW_RES_PERCENTILE))
+    target[worst] = low if low >= max(target[others]) else max(target[others]) + 1e-5
+    return target, True
+
+
 def plan_from_stats(
     shapes: np.ndarray,
     spacings: np.ndarray,
@@ -88,9 +153,12 @@ def plan_from_stats(
     foreground: np.ndarray,
     modality: str,
     patch_size: Sequence[int],
+    rules: str | Mapping[str, Any] | None = "nnunet",
 ) -> dict[str, Any]:
     """The plan of ``n`` cases from plain values: ``shapes`` and ``spacings`` (n, 3) in RAS order,
-    ``zero_fractions`` (n,), ``foreground`` the pooled foreground intensities (CT percentiles)."""
+    ``zero_fractions`` (n,), ``foreground`` the pooled foreground intensities (CT statistics); ``rules``
+    as ``rules_of`` reads them (the fingerprint and foreground rules act before: ``make_plan``)."""
+    rules = rules_of(rules)
     patch = [int(p) for p in patch_size]
     shapes, spacings = np.asarray(shapes, dtype=np.float64), np.asarray(spacings, dtype=np.float64)
     if shapes.ndim != 2 or shapes.shape[0] == 0:
@@ -101,14 +169,14 @@ def plan_from_stats(
             "normalization": {"kind": "ct" if modality.strip() == "CT" else "zscore", "nonzero": False,
                               "clip": None},
         }  # fmt: skip
-    target = np.median(spacings, axis=0)
+    target, anisotropic = target_spacing(spacings, shapes, rules["anisotropy"])
     resample = bool(np.any(np.abs(spacings - target) > SPACING_RTOL * target))
     sizes = shapes * spacings / target
     smaller = np.any(sizes < np.asarray(patch) - 1e-6, axis=1)
     plan: dict[str, Any] = {
         "from": f"the checks' pass over {len(shapes)} labelled cases",
         "spacing": {"target": target.round(6).tolist(), "resample": resample, "min": spacings.min(0).tolist(),
-                    "max": spacings.max(0).tolist()},
+                    "max": spacings.max(0).tolist(), **({"anisotropic": True} if anisotropic else {})},
         "sizes": {"min": sizes.min(0).round(1).tolist(), "median": np.median(sizes, 0).round(1).tolist(),
                   "max": sizes.max(0).round(1).tolist()},
         "padding": {"pad_to_patch": bool(smaller.any()), "patch_size": patch, "cases_smaller": int(smaller.sum())},
@@ -119,15 +187,33 @@ def plan_from_stats(
             raise DataError("no foreground voxel in any label: cannot plan a CT normalisation; fix: a preset's")
         lo, hi = np.percentile(fg, CT_PERCENTILES)
         plan["normalization"] = {"kind": "ct", "clip": [float(lo), float(hi)], "percentiles": list(CT_PERCENTILES)}
+        if rules["ct"] == "zscore":  # nnU-Net's CTNormalization: the statistics of the unclipped sample
+            plan["normalization"].update(scale="zscore", mean=float(fg.mean()), std=float(max(fg.std(), 1e-8)))
     else:
         nonzero = bool(np.median(np.asarray(zero_fractions, dtype=np.float64)) >= NONZERO_FRACTION)
         plan["normalization"] = {"kind": "zscore", "nonzero": nonzero}
     return plan
 
 
-def make_plan(fingerprint: Fingerprint, patch_size: Sequence[int]) -> dict[str, Any]:
-    """The plan of a scanned data set (``scan_dataset``): classes, spacing, padding, normalisation."""
+def make_plan(
+    fingerprint: Fingerprint,
+    patch_size: Sequence[int],
+    training: Sequence[str] | None = None,
+    rules: str | Mapping[str, Any] | None = "nnunet",
+) -> dict[str, Any]:
+    """The plan of a scanned data set (``scan_dataset``): classes, spacing, padding, normalisation, from
+    the ``training`` case ids only (``scripts.data.lists.training_ids``) when the rules say so and they are
+    given, else from every scanned case."""
+    rules = rules_of(rules)
     cases = fingerprint.cases
+    if cases and fingerprint.foreground_sample != rules["foreground"]:
+        raise ValueError(
+            f"the fingerprint sampled the foreground {fingerprint.foreground_sample!r}, the rules say "
+            f"{rules['foreground']!r}: scan with foreground_sample=rules_of(plan_rules)['foreground']"
+        )
+    if rules["fingerprint"] == "training" and training is not None:
+        keep = {str(c) for c in training}
+        cases = [c for c in cases if c.case_id in keep] or cases  # none scanned (unlabelled): all there are
     foreground = np.concatenate([c.foreground for c in cases]) if cases else np.zeros(0)
     plan = plan_from_stats(
         np.array([c.shape for c in cases]),
@@ -136,9 +222,13 @@ def make_plan(fingerprint: Fingerprint, patch_size: Sequence[int]) -> dict[str, 
         foreground,
         fingerprint.modality,
         patch_size,
+        rules,
     )
+    if fingerprint.cases:
+        read = "the training cases" if len(cases) < len(fingerprint.cases) else "every labelled case"
+        plan["from"] = f"the checks' pass: {read}, {len(cases)} of {len(fingerprint.cases)}"
     return {"dataset_json": fingerprint.dataset_json, "labels": fingerprint.labels, "modality": fingerprint.modality,
-            **plan}  # fmt: skip
+            "rules": rules, **plan}  # fmt: skip
 
 
 def spacing_transforms(plan: Mapping[str, Any]) -> list:
@@ -157,12 +247,17 @@ def spacing_transforms(plan: Mapping[str, Any]) -> list:
 
 
 def intensity_transforms(plan: Mapping[str, Any]) -> list:
-    """CT: clip to the foreground percentiles and scale to [0, 1]; otherwise a z-score per image."""
+    """CT: clip to the foreground percentiles, then z-score with the foreground mean and std (a plan of
+    0.6, without them: scale the clipped range to [0, 1]); otherwise a z-score per image."""
     from monai.transforms import NormalizeIntensityd, ScaleIntensityRanged
 
     norm = plan["normalization"]
     if norm["kind"] == "ct" and norm.get("clip"):
         lo, hi = norm["clip"]
+        if norm.get("scale") == "zscore":  # clip to [lo, hi], then (x - mean) / std: one linear map
+            mean, std = float(norm["mean"]), float(norm["std"])
+            return [ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=(lo - mean) / std,
+                                         b_max=(hi - mean) / std, clip=True)]  # fmt: skip
         return [ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)]
     if norm["kind"] == "ct":  # no statistics (check_data off): clip each image to its own percentiles
         from scripts.data.transforms import RobustZScored
@@ -193,40 +288,59 @@ def describe(transforms: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def used_of(num_classes: int, spacing: Sequence[Any], intensity: Sequence[Any]) -> dict[str, Any]:
+    """What a run uses, as ``plan.json``'s ``used`` records it: the classes and the described spacing and
+    intensity transforms, as plain JSON values (so two of them compare)."""
+    used = {"num_classes": int(num_classes), "spacing_transforms": describe(spacing),
+            "intensity_transforms": describe(intensity)}  # fmt: skip
+    return json.loads(json.dumps(used))
+
+
 def write_plan(
     output_dir: str | os.PathLike,
     plan: Mapping[str, Any],
     num_classes: int,
     spacing: Sequence[Any],
     intensity: Sequence[Any],
+    ckpt_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Write ``<output_dir>/plan.json`` (the plan, and what the run used: a preset or an override wins) and
-    log it."""
-    used = {"num_classes": int(num_classes), "spacing_transforms": describe(spacing),
-            "intensity_transforms": describe(intensity)}  # fmt: skip
-    path = write_json_atomic(Path(output_dir) / "plan.json", {"plan": dict(plan), "used": used})
+    """Write ``plan.json`` (the plan, and what the run used: a preset or an override wins) into
+    ``output_dir`` and, when given, beside the checkpoints in ``ckpt_dir`` (where every consumer of a
+    checkpoint finds it: ``scripts.data.model_plan``), and log it. Returns the ``output_dir`` one."""
+    used = used_of(num_classes, spacing, intensity)
+    content = {"plan": dict(plan), "used": used}
+    path = write_json_atomic(Path(output_dir) / "plan.json", content)
+    where = [str(path)]
+    if ckpt_dir is not None and os.path.abspath(ckpt_dir) != os.path.abspath(output_dir):
+        where.append(str(write_json_atomic(Path(ckpt_dir) / "plan.json", content)))
     text = json.dumps(plan, ensure_ascii=False)
-    logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {path}")
+    logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {', '.join(where)}")
     return Path(path)
 
 
+def follows_plan(content: Mapping[str, Any]) -> bool:
+    """Whether the run of a ``plan.json`` used its own plan's preprocessing (no preset or override won)."""
+    planned, used = content["plan"], content["used"]
+    rebuilt = used_of(used.get("num_classes", 0), spacing_transforms(planned), intensity_transforms(planned))
+    return all(rebuilt[k] == used.get(k) for k in ("spacing_transforms", "intensity_transforms"))
+
+
 def read_used_plan(plan_json: str | os.PathLike | None) -> dict[str, Any] | None:
-    """A stage-1 run's ``plan.json`` (for inference to preprocess as training did), or None when not given."""
+    """A training run's ``plan.json`` (for inference to preprocess as training did: by default the one beside
+    the checkpoint), or None when there is none; refused when that run's preset or override won over its
+    plan (the plan cannot rebuild a preset's transforms)."""
     if plan_json is None or str(plan_json) in ("", "None", "null"):
         return None
     path = Path(plan_json)
     if not path.is_file():
-        raise InputError(f"plan_json {path} not found; fix: pass a stage-1 run's <output_dir>/plan.json")
+        raise InputError(f"plan_json {path} not found; fix: pass a training run's plan.json (beside its checkpoint)")
     content = json.loads(path.read_text())
     if "plan" not in content or "used" not in content:
-        raise InputError(f"{path} is not a stage-1 plan.json (no 'plan'/'used'); fix: pass <output_dir>/plan.json")
-    used, planned = content["used"], content["plan"]
-    rebuilt = json.loads(json.dumps({"spacing_transforms": describe(spacing_transforms(planned)),
-                                     "intensity_transforms": describe(intensity_transforms(planned))}))  # fmt: skip
-    if any(rebuilt[k] != used.get(k) for k in rebuilt):
+        raise InputError(f"{path} is not a training run's plan.json (no 'plan'/'used'); fix: pass its plan.json")
+    if not follows_plan(content):
         raise InputError(
             f"{path}: that run did not use its plan's preprocessing (a preset or an override won); fix: merge "
-            "the same preset after configs/inference.yaml instead of --plan_json"
+            "the same preset (and overrides) after configs/inference.yaml"
         )
     return content
 

@@ -9,11 +9,13 @@
 scored it (its fold's, in an audit), and writes ``review/figures/rank<r>_<case>.png`` (label and
 prediction outlined per class on the slices where they disagree most, the scores, rank, model and epochs
 in the title) and ``review/review.csv`` (case, center, list, fold, scores, rank, model, epochs, the
-suspected problem, the figure, and blank ``verdict`` and ``note`` columns). The bundle settings the
-scoring used (presets, patch size, classes) come from the audit's ``audit.json``; a plain scoring run
-needs them given again. ``apply`` writes a NEW data list without the cases whose verdict marks them wrong
-(``wrong``, ``reject``, ``bad``, ``x``); ``ok``, ``keep`` or a blank verdict keeps a case. The user's data
-list is never written.
+suspected problem, the figure, and blank ``verdict`` and ``note`` columns). Each model preprocesses as it
+was trained: the classes, resampling and normalisation of the ``plan.json`` beside it
+(``scripts.data.model_plan``); nothing is read from, or generated into, the default data set. The other
+bundle settings (presets, patch size) come from the audit's ``audit.json``; a plain scoring run needs a
+preset given again (a preset or override that disagrees with the model's plan is refused). ``apply``
+writes a NEW data list without the cases whose verdict marks them wrong (``wrong``, ``reject``, ``bad``,
+``x``); ``ok``, ``keep`` or a blank verdict keeps a case. The user's data list is never written.
 """
 
 from __future__ import annotations
@@ -56,29 +58,42 @@ def _model_path(model: str) -> str:
     return tail if sep and head.startswith("fold") else model
 
 
-def _bundle_parts(config_files: Sequence[str], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _bundle_parts(
+    config_files: Sequence[str], overrides: Mapping[str, Any], checkpoint: str, dataset_json: str
+) -> dict[str, Any]:
+    """The network (with the checkpoint's weights), preprocessing and inferer of the bundle as the
+    checkpoint's scoring used them: its own plan (``plan.json`` beside it) on ``dataset_json``, the list the
+    run scored, never the default embedded set. Refused in one line when the checkpoint does not fit the
+    network or its plan disagrees with a preset or override."""
     from monai.bundle import ConfigParser
+    from scripts.data.model_plan import check_applies, plan_beside
+    from scripts.data.preflight import check_checkpoint
+    from scripts.utils.weights import load_state_dict
 
     parser = ConfigParser()
     files = [str(ROOT / f) if not Path(f).is_absolute() else f for f in ["configs/train.yaml", *config_files]]
     parser.read_config(files)
+    parser["dataset_json"] = dataset_json
     for key, value in overrides.items():
         parser[key] = value
+    plan = plan_beside(checkpoint)
+    if plan is not None:  # the model's own plan: no second pass over the images
+        parser["model_plan"], parser["check_data"] = plan, False
     device = parser.get_parsed_content("device")
-    return {
-        "device": device,
-        "network": parser.get_parsed_content("network_def").to(device),
-        "preprocessing": parser.get_parsed_content("validate#preprocessing"),
-        "inferer": parser.get_parsed_content("validate#inferer"),
-        "num_classes": int(parser.get_parsed_content("num_classes")),
-    }
-
-
-def _load_weights(network: Any, checkpoint: str) -> None:
-    from scripts.utils.weights import load_state_dict
-
+    network = parser.get_parsed_content("network_def").to(device)
+    num_classes = int(parser.get_parsed_content("num_classes"))
+    check_checkpoint(checkpoint, network)
+    check_applies(checkpoint, num_classes, parser.get_parsed_content("spacing_transforms"),
+                  parser.get_parsed_content("intensity_transforms"), plan)  # fmt: skip
     network.load_state_dict(load_state_dict(checkpoint))  # model.pt, or checkpoint_final.pt's model entry
     network.eval()
+    return {
+        "device": device,
+        "network": network,
+        "preprocessing": parser.get_parsed_content("validate#preprocessing"),
+        "inferer": parser.get_parsed_content("validate#inferer"),
+        "num_classes": num_classes,
+    }
 
 
 def _predict(parts: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,13 +140,14 @@ def make_review(
     )
     overrides = {**settings.get("overrides", {}), **overrides}
     entries = {d["case_id"]: d for d in load_datalist(run / "scored_datalist.json", "training", check_files=False)}
-    parts = _bundle_parts(config_files, overrides)
+    info = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    scored_from = str(info.get("source_datalist") or run / "scored_datalist.json")
     out = Path(out_dir) if out_dir else run / "review"
-    table, loaded = [], None
+    table, loaded, parts = [], None, {}
     for row in sorted(rows, key=lambda r: (_model_path(r["model"]), int(r["rank"]))):  # load each model once
         if _model_path(row["model"]) != loaded:
             loaded = _model_path(row["model"])
-            _load_weights(parts["network"], loaded)
+            parts = _bundle_parts(config_files, overrides, loaded, scored_from)
         image, label, pred = _predict(parts, entries[row["case_id"]])
         problem = suspected_problem(label, pred, parts["num_classes"])
         figure = out / "figures" / f"rank{int(row['rank']):03d}_{row['case_id']}.png"

@@ -321,10 +321,12 @@ def finish_scoring(
     lists: str | Sequence[str] = AUDIT_LISTS,
     model_epochs: int | None = None,
     rank_by: str = "dad",
+    plan: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """The scoring workflow's finish: every labelled case of ``lists`` of ``dataset_json`` (the cases the
     evaluator scored, ``labelled_cases``) ranked, pruned and reported by ``finish_audit``, all from the one
-    ``checkpoint`` (trained ``model_epochs`` epochs; None reads them from the checkpoint when it says)."""
+    ``checkpoint`` (trained ``model_epochs`` epochs; None reads them from the checkpoint when it says),
+    preprocessed with ``plan`` (its plan.json, recorded in run.json; None: the run's own settings)."""
     cases = labelled_cases(dataset_json, lists, limit=num_train_cases)
     epochs = model_epochs if model_epochs is not None else checkpoint_epochs(checkpoint)
     model = os.path.abspath(checkpoint)
@@ -347,5 +349,6 @@ def finish_scoring(
             "checkpoint": model,
             "model_epochs": epochs,
             "lists": [lists] if isinstance(lists, str) else list(lists),
+            "plan": None if plan is None else os.path.abspath(plan),
         },
     )
