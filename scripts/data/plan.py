@@ -200,12 +200,14 @@ def write_plan(
     num_classes: int,
     spacing: Sequence[Any],
     intensity: Sequence[Any],
+    memory: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``<output_dir>/plan.json`` (the plan, and what the run used: a preset or an override wins) and
-    log it."""
+    """Write ``<output_dir>/plan.json`` (the plan, and what the run used: a preset or an override wins; with
+    ``memory``, where the preprocessed cases are kept and why: ``scripts.data.memory.plan_cache``) and log it."""
     used = {"num_classes": int(num_classes), "spacing_transforms": describe(spacing),
             "intensity_transforms": describe(intensity)}  # fmt: skip
-    path = write_json_atomic(Path(output_dir) / "plan.json", {"plan": dict(plan), "used": used})
+    content = {"plan": dict(plan), "used": used} | ({"memory": dict(memory)} if memory is not None else {})
+    path = write_json_atomic(Path(output_dir) / "plan.json", content)
     text = json.dumps(plan, ensure_ascii=False)
     logger.info(f"plan from the data ({plan.get('from')}): {text}; used: {json.dumps(used)}; {path}")
     return Path(path)
