@@ -170,3 +170,30 @@ def test_a_finished_audit_fold_leaves_no_disk_cache_but_a_users_cache_dir(tmp_pa
     assert not (tmp_path / "fold0" / "train" / "cache").exists()
     assert (tmp_path / "fold1" / "train" / "cache" / "case.pt").is_file()
     assert (tmp_path / "fold0" / "train").is_dir()  # only the cache goes
+
+
+def test_without_the_checks_pass_the_sizes_come_from_the_headers(resampled_set):
+    from scripts.data.checks import Fingerprint
+    from scripts.data.memory import list_bytes
+
+    entries = json.loads((resampled_set / "dataset.json").read_text())["training"]  # 20^3 at 1 mm, then 2 of 20x20x10
+    spacing = Spacingd(keys=["image", "label"], pixdim=[1.0, 1.0, 2.0])
+    # at 1 x 1 x 2 mm every case is 20 x 20 x 10 = 4000 voxels: 4000 x 8 bytes
+    assert list_bytes(entries, Fingerprint("x", {}, "MRI", []), [spacing]) == [32_000] * 3
+
+
+def test_evaluation_streams_the_test_cases_when_they_do_not_fit(resampled_set, tmp_path):
+    from monai.bundle import ConfigParser
+    from monai.data import CacheDataset, Dataset
+
+    def test_dataset(**settings):
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / "configs" / "train.yaml"), str(ROOT / "configs" / "evaluate.yaml")])
+        parser.update({"dataset_dir": str(resampled_set), "output_dir": str(tmp_path / "run"), "num_workers": 0,
+                       "patch_size": [8, 8, 8], **settings})  # fmt: skip
+        return parser.get_parsed_content("validate#dataset"), parser.get_parsed_content("eval_cache")
+
+    streamed, why = test_dataset(memory_budget=1)
+    assert type(streamed) is Dataset and "each is read once: streamed" in why["reason"]
+    cached, why = test_dataset()
+    assert type(cached) is CacheDataset and len(cached._cache) == 1 and "fit the memory budget" in why["reason"]
