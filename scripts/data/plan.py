@@ -233,13 +233,15 @@ def make_plan(
 
 def spacing_transforms(plan: Mapping[str, Any]) -> list:
     """``Spacingd`` to the target spacing (when the plan resamples), then ``SpatialPadd`` to the patch (when
-    some case is smaller); both pass an image without label through (inference)."""
+    some case is smaller); both pass an image without label through (inference). The resampling computes in
+    float32, the images' own type (MONAI's default float64 doubles its memory: 6.8 GB instead of 3.8 GB and
+    twice the time for one 512 x 512 x 300 CT)."""
     from monai.transforms import Spacingd, SpatialPadd
 
     out: list = []
     if plan["spacing"].get("resample"):
         out.append(Spacingd(keys=["image", "label"], pixdim=plan["spacing"]["target"], mode=["bilinear", "nearest"],
-                            allow_missing_keys=True))  # fmt: skip
+                            dtype=np.float32, allow_missing_keys=True))  # fmt: skip
     if plan["padding"].get("pad_to_patch"):
         out.append(SpatialPadd(keys=["image", "label"], spatial_size=plan["padding"]["patch_size"],
                                allow_missing_keys=True))  # fmt: skip
@@ -303,12 +305,14 @@ def write_plan(
     spacing: Sequence[Any],
     intensity: Sequence[Any],
     ckpt_dir: str | os.PathLike | None = None,
+    memory: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``plan.json`` (the plan, and what the run used: a preset or an override wins) into
-    ``output_dir`` and, when given, beside the checkpoints in ``ckpt_dir`` (where every consumer of a
-    checkpoint finds it: ``scripts.data.model_plan``), and log it. Returns the ``output_dir`` one."""
+    """Write ``plan.json`` (the plan, and what the run used: a preset or an override wins; with ``memory``,
+    where the preprocessed cases are kept and why: ``scripts.data.memory.plan_cache``) into ``output_dir``
+    and, when given, beside the checkpoints in ``ckpt_dir`` (where every consumer of a checkpoint finds it:
+    ``scripts.data.model_plan``), and log it. Returns the ``output_dir`` one."""
     used = used_of(num_classes, spacing, intensity)
-    content = {"plan": dict(plan), "used": used}
+    content = {"plan": dict(plan), "used": used} | ({"memory": dict(memory)} if memory is not None else {})
     path = write_json_atomic(Path(output_dir) / "plan.json", content)
     where = [str(path)]
     if ckpt_dir is not None and os.path.abspath(ckpt_dir) != os.path.abspath(output_dir):

@@ -2,8 +2,9 @@
 intensity normalisation that copes with mixed ranges and outliers) and ``MapLabelsByCenterd`` (label
 mapping chosen by each case's center, for combined data sets whose sources code their labels
 differently); ``to_background``, the label values a user's data marks as unlabelled read as background
-(``--label_to_background "[65535]"``); and ``PaddingMaskd``, the mask of the real voxels the checkpoint
-scores average over.
+(``--label_to_background "[65535]"``); ``PaddingMaskd``, the mask of the real voxels the checkpoint scores
+average over; and ``CropIndicesd``, the crop's foreground / background locations computed once per case
+(and cached).
 """
 
 from __future__ import annotations
@@ -15,7 +16,19 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapLabelValue, MapLabelValued, MapTransform
 
-__all__ = ["MapLabelsByCenterd", "RobustZScored", "robust_zscore", "PaddingMaskd", "padding_mask", "to_background"]
+__all__ = [
+    "CropIndicesd",
+    "MapLabelsByCenterd",
+    "PaddingMaskd",
+    "RobustZScored",
+    "padding_mask",
+    "robust_zscore",
+    "sample_locations",
+    "to_background",
+]
+
+MAX_CROP_LOCATIONS = 1_000_000  # per side (foreground, background): every location of a volume up to 10^6 voxels
+CHUNK = 1 << 22
 
 
 def robust_zscore(
@@ -166,3 +179,64 @@ def to_background(values: float | Sequence[float] | None, keys: KeysCollection =
     them as background; no voxel is left out of the loss or the metrics."""
     listed = [] if values is None else [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     return [MapLabelValued(keys=keys, orig_labels=listed, target_labels=[0.0] * len(listed))] if listed else []
+
+
+def sample_locations(mask: np.ndarray, max_samples: int = MAX_CROP_LOCATIONS, seed: int = 0) -> np.ndarray:
+    """Sorted flat indices of ``mask``'s True voxels: all of them when there are at most ``max_samples``
+    (what ``numpy.flatnonzero`` gives), else a uniform sample of ``max_samples`` without replacement, seeded,
+    found chunk by chunk (never an index array of the whole volume). int32 when the volume allows."""
+    flat = np.asarray(mask, dtype=bool).reshape(-1)
+    dtype = np.int32 if flat.size < 2**31 else np.int64
+    count = int(np.count_nonzero(flat))
+    if count <= max_samples:
+        return np.flatnonzero(flat).astype(dtype)
+    ranks = np.sort(np.random.default_rng(seed).choice(count, size=int(max_samples), replace=False))
+    out, done, seen = np.empty(len(ranks), dtype), 0, 0  # ranks[:done] placed; seen: True voxels before the chunk
+    for start in range(0, flat.size, CHUNK):
+        chunk = flat[start : start + CHUNK]
+        inside = int(np.count_nonzero(chunk))
+        stop = int(np.searchsorted(ranks, seen + inside))  # the ranks that fall in this chunk end here
+        if stop > done:
+            out[done:stop] = np.flatnonzero(chunk)[ranks[done:stop] - seen] + start
+            done = stop
+        seen += inside
+    return out
+
+
+class CropIndicesd(MapTransform):
+    """Foreground and background locations for a ``RandCropByPosNegLabeld``, computed once per case.
+
+    Without them the crop finds every foreground and background voxel of the volume for every sample
+    (about 600 MB of indices for one 512 x 512 x 300 CT); here they are computed in the deterministic,
+    cached part of the preprocessing, and at most ``max_samples`` of each are kept (a uniform sample,
+    as nnU-Net keeps a bounded sample of foreground locations per class). Up to that many, they are
+    exactly the crop's own, so the crops are the same for the same seed. The settings are the crop's
+    (``label_key``, ``image_key``, ``image_threshold``, ``fg_indices_key``, ``bg_indices_key``); a crop of
+    another kind, or one without indices keys, gets nothing (it finds its locations itself, as before).
+    """
+
+    def __init__(self, crop: object, max_samples: int = MAX_CROP_LOCATIONS, seed: int = 0) -> None:
+        from monai.transforms import RandCropByPosNegLabeld
+
+        fg, bg = getattr(crop, "fg_indices_key", None), getattr(crop, "bg_indices_key", None)
+        self.active = isinstance(crop, RandCropByPosNegLabeld) and fg is not None and bg is not None
+        super().__init__(getattr(crop, "label_key", None) or "label", allow_missing_keys=True)
+        self.label_key = self.keys[0]
+        self.image_key = getattr(crop, "image_key", None) if self.active else None
+        self.threshold = float(crop.cropper.image_threshold) if self.active else 0.0
+        self.fg_key, self.bg_key = fg, bg
+        self.max_samples, self.seed = int(max_samples), int(seed)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if not self.active or self.label_key not in d:
+            return d
+        label = torch.as_tensor(d[self.label_key])
+        label = label[1:] if label.shape[0] > 1 else label  # one-hot: the background channel is not foreground
+        foreground = (label != 0).any(0).cpu().numpy()
+        background = ~foreground
+        if self.image_key is not None:  # the crop's rule: background only where the image is above the threshold
+            background &= (torch.as_tensor(d[self.image_key]) > self.threshold).any(0).cpu().numpy()
+        d[self.fg_key] = sample_locations(foreground, self.max_samples, self.seed)
+        d[self.bg_key] = sample_locations(background, self.max_samples, self.seed + 1)
+        return d

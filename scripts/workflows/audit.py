@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,8 @@ from scripts.utils.jsonfile import read_json
 from scripts.workflows.progress import refusal_of, run_logged
 from scripts.workflows.scoring import checkpoint_epochs, finish_audit
 
-__all__ = ["run_audit", "check_fold_settings", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg"]
+__all__ = ["run_audit", "check_fold_settings", "fold_commands", "merge_folds", "run_once", "cli_value", "config_arg",
+           "drop_disk_cache"]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger("audit")
@@ -109,6 +111,14 @@ def run_once(name: str, cmd: list[str], fold_dir: Path) -> float:
     wall = time.perf_counter() - start
     write_json_atomic(done, {"cmd": cmd[: len(cmd) - 2] if cmd[-2:] == ["--resume", "True"] else cmd, "wall_s": wall})
     return wall
+
+
+def drop_disk_cache(fold_dir: Path, overrides: Mapping[str, Any]) -> None:
+    """Remove a finished fold's disk cache (its training's ``<output_dir>/cache``, which the memory plan fills
+    when the data set does not fit in memory: GBs at CT size, and nothing reads it again), so K folds do not
+    keep K copies; a ``--cache_dir`` of the user's is left alone."""
+    if "cache_dir" not in overrides:
+        shutil.rmtree(fold_dir / "train" / "cache", ignore_errors=True)
 
 
 def merge_folds(
@@ -189,6 +199,7 @@ def run_audit(
         commands = fold_commands(fold_dir, config_files, overrides, launcher)
         for name in ("training", "scoring"):
             cost[f"{name}_wall_s"].append(run_once(name, commands[name], fold_dir))
+        drop_disk_cache(fold_dir, overrides)
         records.append(DynamicsRecord.load(fold_dir / "scoring" / "dynamics.csv"))
         checkpoints.append(fold_dir / "models" / FINAL_CHECKPOINT)
     record = merge_folds(records, ids, assignment)
