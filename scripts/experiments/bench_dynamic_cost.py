@@ -1,5 +1,5 @@
 """What the dynamic mode's bookkeeping costs per epoch, measured side by side in one process (issue 26
-item 3): a training epoch, the measurement pass over the dropped cases (as 0.6.2 makes it, and as
+item 3): a training epoch, the measurement pass over the dropped cases (as 0.7.0 makes it, and as
 0.6.1 made it), the validation run, and the measurement on whole volumes.
 
     python -m scripts.experiments.bench_dynamic_cost --work_dir runs/bench_dynamic_cost [--epochs 3]
@@ -8,7 +8,7 @@ item 3): a training epoch, the measurement pass over the dropped cases (as 0.6.2
 It trains ``epochs`` epochs with configs/dynamic.yaml (the training epoch's seconds: the handler's own
 ``train_s`` of the epochs after the first, whose loader starts cold), then times, ``repeats`` times
 interleaved, the measurement of the first ``dropped`` share of the training cases: from the cached
-training data set in batches of ``batch_size`` cases (0.6.2) and re-read from disk one case a pass
+training data set in batches of ``batch_size`` cases (0.7.0) and re-read from disk one case a pass
 (0.6.1), the validation run, and a measurement on whole volumes. Printed: seconds (median) and the
 ratio to one training epoch; ``<work_dir>/bench.json`` holds every repeat.
 """
@@ -92,7 +92,7 @@ def run_bench(
 
     n, n_val = len(rows), len(parser.get_parsed_content("val_datalist"))
     parts = {
-        f"measurement, {n} dropped cases' crops, cached, batches of {batch} (0.6.2)": measure(cached, batch, crops),
+        f"measurement, {n} dropped cases' crops, cached, batches of {batch} (0.7.0)": measure(cached, batch, crops),
         f"measurement, {n} dropped cases' crops, from disk, one a pass (0.6.1)": measure(from_disk, 1, crops),
         f"validation, {n_val} volumes": validator.run,
         f"measurement, {n} dropped cases' whole volumes (dynamic_measure volumes)": measure(volumes, 1, window),

@@ -60,7 +60,7 @@ def compute_of(run_dir: Path, batch_size: int, wall_s: float) -> dict[str, Any]:
         with cost.open(newline="") as f:
             rows = list(csv.DictReader(f))
         if rows and "crops" not in rows[0]:
-            raise ValueError(f"{cost} has no crops column (written before release 0.6.2): rerun the arm")
+            raise ValueError(f"{cost} has no crops column (written before release 0.7.0): rerun the arm")
         for key, column in (("crops", "crops"), ("iterations", "iterations"), ("measure_crops", "measure_items")):
             out[key] = int(sum(int(r[column]) for r in rows))
         out["val_s"] = round(sum(float(r["val_s"]) for r in rows), 3)
