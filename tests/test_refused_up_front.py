@@ -26,15 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = {"epochs": 1, "delta_t": 1, "val_interval": 1, "num_workers": 0}
 
 
-@pytest.fixture
-def data(tmp_path, clean):
-    """A private copy of the clean data set to break: (dataset.json, image of case 0, label of case 0, id)."""
-    shutil.copytree(clean.parent, tmp_path / "data")
-    path = tmp_path / "data" / "dataset.json"
-    entry = json.loads(path.read_text())["training"][0]
-    return path, path.parent / entry["image"], path.parent / entry["label"], Path(entry["image"]).name.split(".")[0]
-
-
 def _save(path, array, affine):
     nib.save(nib.Nifti1Image(array, affine), str(path))
 

@@ -16,15 +16,6 @@ from scripts.data.lists import image_list
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def data(tmp_path, clean):
-    """A private copy of the clean 16^3 data set: (dataset.json, image and label of case 0, its id)."""
-    shutil.copytree(clean.parent, tmp_path / "data")
-    path = tmp_path / "data" / "dataset.json"
-    entry = json.loads(path.read_text())["training"][0]
-    return path, path.parent / entry["image"], path.parent / entry["label"], Path(entry["image"]).name.split(".")[0]
-
-
 def _cautions(path, *args):
     """The DataWarning messages of a checks' pass that passes."""
     with warnings.catch_warnings(record=True) as caught:
