@@ -169,3 +169,46 @@ def test_review_make_refuses_a_misspelt_setting(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="review make: unknown setting --patch_sise \\(did you mean --patch_size"):
         make_review(str(tmp_path), patch_sise=[16, 16, 16])
     assert not (tmp_path / "review").exists()
+
+
+def test_the_bundle_command_line_is_read_as_monai_bundle_run_reads_it() -> None:
+    from scripts.utils.bundle_keys import command_line_settings
+
+    main = str(Path("venv/lib/python3.11/site-packages/monai/bundle/__main__.py"))
+    argv = [main, "run", "training", "--config_file", "['configs/train.yaml', 'configs/dynamic.yaml']",
+            "-dataset_dirr", "mine", "--lr=-0.1", "--resume", "--epochs", "-3", "--run_id", "training"]  # fmt: skip
+    files, settings = command_line_settings(argv)
+    assert files == ["configs/train.yaml", "configs/dynamic.yaml"]
+    assert settings == ["dataset_dirr", "lr", "resume", "epochs"]  # -3 is a value; run_id names what runs
+    assert command_line_settings([main, "run", "--config_file", '["a.yaml"]', "--x", "1"]) == (["a.yaml"], ["x"])
+    assert command_line_settings(["/usr/bin/pytest", "run", "--x", "1"]) is None  # not monai.bundle's own
+    assert command_line_settings([main, "ckpt_export", "--x", "1"]) is None
+
+
+def test_a_misspelt_setting_of_the_bundle_command_is_refused_before_it_trains(tmp_path: Path) -> None:
+    out, models = tmp_path / "out", tmp_path / "models"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "configs/train.yaml",
+           "-dataset_dirr", "mine", "--output_dir", str(out), "--ckpt_dir", str(models)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("InputError: python -m monai.bundle run: unknown setting --dataset_dirr (did you mean "
+                           "--dataset_dir"), last  # fmt: skip
+    assert "configs/train.yaml" in last and "fix:" in last
+    assert not out.exists() and not models.exists()
+
+
+def test_a_required_option_left_out_is_named_in_one_line() -> None:
+    from scripts.utils.cli import missing_options
+
+    def tool(dataset_json: str, out: str, rate: float = 0.3, **settings: object) -> None:
+        raise AssertionError("ran")
+
+    assert missing_options(tool, ["-dataset_dirr", "mine"]) == ["dataset_json", "out"]
+    assert missing_options(tool, ["--dataset_json=a.json", "--out", "o"]) == []
+    assert missing_options(tool, ["a.json", "o"]) == []  # by position: fire fills them in order
+    assert missing_options(tool, ["--rate", "0.5", "a.json"]) == []
+    with pytest.raises(
+        InputError, match="tool: --dataset_json, --out must be given \\(options given: -dataset_dirr\\)"
+    ):
+        fire_strict(tool, ["-dataset_dirr", "mine"], name="tool")

@@ -6,23 +6,33 @@ scripts.workflows.audit --fold 3 --epoch 8`` trained 5 folds of 40 epochs. A set
 configs define its id (``epochs``, ``synthetic#num_train``, ``train#random_transforms#0#pos``; ``::`` and
 ``#`` alike), when it is a new argument of a component (``network_def#dropout``: a dict with
 ``_target_`` takes any argument of its class, which MONAI checks when it builds it), or one of
-``monai.bundle run``'s own options (``tracking``).
+``monai.bundle run``'s own options (``tracking``). ``check_command_line`` applies the same check to the
+bundle's own command (``python -m monai.bundle run training --config_file ... --dataset_dirr mine`` trained
+the embedded set without a word): the workflow configs call it first thing in ``initialize``.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
+import json
 import os
+import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.utils.errors import InputError
 
-__all__ = ["RUN_OPTIONS", "check_bundle_settings", "config_ids", "unknown_settings"]
+__all__ = ["RUN_OPTIONS", "check_bundle_settings", "check_command_line", "command_line_settings", "config_ids",
+           "unknown_settings"]  # fmt: skip
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_OPTIONS = ("tracking", "logging_file", "meta_file", "args_file")  # monai.bundle run's, not the config's
+# monai.bundle run's options that name what to run rather than set anything
+COMMAND_OPTIONS = ("config_file", "run_id", "init_id", "final_id")
+OPTION = re.compile(r"^--?([A-Za-z_][\w#:.-]*)(=.*)?$")
 
 
 def _path(name: str | os.PathLike) -> Path:
@@ -102,3 +112,54 @@ def check_bundle_settings(
 def _shown(name: str | os.PathLike) -> str:
     path = _path(name).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def command_line_settings(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """(the config files, the settings given as ``--key value``, ``--key=value`` or fire's ``-key value``) of
+    a ``python -m monai.bundle run ...`` command line; None for any other program (a test, the pipeline's
+    own process, ``monai.bundle.run`` called from Python)."""
+    if len(argv) < 2 or not str(argv[0]).replace(os.sep, "/").endswith("monai/bundle/__main__.py") or argv[1] != "run":
+        return None
+    config_files: list[str] = []
+    settings: list[str] = []
+    tokens = list(argv[2:])
+    i = 0
+    while i < len(tokens):
+        match = OPTION.match(tokens[i])
+        if not match:  # the run id given by position, or a value
+            i += 1
+            continue
+        name, inline = match.group(1), match.group(2)
+        value = inline[1:] if inline else None
+        if value is None and i + 1 < len(tokens) and not OPTION.match(tokens[i + 1]):
+            value, i = tokens[i + 1], i + 1
+        i += 1
+        if name.replace("-", "_") == "config_file":
+            config_files += _file_list(value or "")
+        elif name.replace("-", "_") not in COMMAND_OPTIONS:
+            settings.append(name)
+    return config_files, settings
+
+
+def _file_list(value: str) -> list[str]:
+    """``--config_file``'s value: one file, or a list as Python or JSON writes it."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            parsed = parse(value)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(parsed, (list, tuple)):
+            return [str(f) for f in parsed]
+    return [value] if value else []
+
+
+def check_command_line(argv: Sequence[str] | None = None) -> None:
+    """Refuse (``InputError``, one line) a ``python -m monai.bundle run`` command that sets something none
+    of its config files takes; MONAI would add it to the config, where nothing reads it."""
+    parsed = command_line_settings(sys.argv if argv is None else argv)
+    if parsed is None or not parsed[0]:
+        return
+    config_files, settings = parsed
+    if any(not _path(f).is_file() for f in config_files):
+        return  # MONAI itself names a config file it cannot read
+    check_bundle_settings(settings, config_files, "python -m monai.bundle run", given_as="--{}")

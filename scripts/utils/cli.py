@@ -11,7 +11,8 @@ pass bundle settings on, where those settings go. ``--help`` anywhere shows the 
 Fire also takes ``-name value`` (one dash) and ``-n`` (the one option starting with n): both are checked
 the same way, so ``-dataset_dirr mine`` is refused instead of running the defaults. A tool taking
 ``**settings`` (bundle settings passed on to its runs: the audit, the review) checks those itself against
-the bundle's configs (``scripts.utils.bundle_keys.check_bundle_settings``) before it runs anything.
+the bundle's configs (``scripts.utils.bundle_keys.check_bundle_settings``) before it runs anything. A
+required option left out is named in one line too (fire prints its usage text instead).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from scripts.utils.errors import InputError, install_hook
 
-__all__ = ["fire_strict", "unknown_options"]
+__all__ = ["fire_strict", "missing_options", "unknown_options"]
 
 _FIRE_OWN = {"help", "h"}  # fire's flags before the "--" separator
 _FLAG = re.compile(r"--|-[A-Za-z]")  # what fire takes for an option (a negative number is a value)
@@ -63,6 +64,26 @@ def unknown_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
             continue  # fire's shortcut: -w for the one option starting with w
         unknown.append(token.split("=", 1)[0])
     return unknown
+
+
+def missing_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
+    """The options without a default that ``args`` does not name; none when any value is given by position
+    (fire then fills the parameters in order)."""
+    params = inspect.signature(fn).parameters.values()
+    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                p.KEYWORD_ONLY)]  # fmt: skip
+    named, takes_value = set(), False
+    for token in args:
+        if token == "--":
+            break
+        if _FLAG.match(token):
+            named.add(token.lstrip("-").split("=", 1)[0].replace("-", "_"))
+            takes_value = "=" not in token
+        elif takes_value:
+            takes_value = False
+        else:
+            return []  # a positional value
+    return [n for n in required if n not in named]
 
 
 def _refusal(command: str, fn: Callable[..., Any], option: str) -> str:
@@ -113,6 +134,13 @@ def fire_strict(
         unknown = unknown_options(fn, args)
         if unknown:
             raise InputError(_refusal(tool, fn, unknown[0]))
+        missing = missing_options(fn, args)
+        if missing:
+            given = ", ".join(a for a in args if _FLAG.match(a)) or "none"
+            raise InputError(
+                f"{tool}: {', '.join('--' + m for m in missing)} must be given (options given: {given}); fix: "
+                f"{tool} {' '.join(f'--{m} ...' for m in missing)} (see {tool} --help)"
+            )
     return fire.Fire(component, command=argv, name=name, **fire_kwargs)
 
 
