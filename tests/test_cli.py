@@ -212,3 +212,13 @@ def test_a_required_option_left_out_is_named_in_one_line() -> None:
         InputError, match="tool: --dataset_json, --out must be given \\(options given: -dataset_dirr\\)"
     ):
         fire_strict(tool, ["-dataset_dirr", "mine"], name="tool")
+
+
+def test_monai_tracking_settings_pass_with_tracking_and_only_with_it() -> None:
+    from scripts.utils.bundle_keys import check_command_line
+
+    main = "/x/monai/bundle/__main__.py"
+    base = [main, "run", "--config_file", "configs/train.yaml"]
+    check_command_line([*base, "--tracking", "mlflow", "--tracking_uri", "file:/tmp/m", "--run_name", "a"])
+    with pytest.raises(InputError, match="unknown setting --tracking_uri"):
+        check_command_line([*base, "--tracking_uri", "file:/tmp/m"])

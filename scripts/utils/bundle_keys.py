@@ -162,4 +162,9 @@ def check_command_line(argv: Sequence[str] | None = None) -> None:
     config_files, settings = parsed
     if any(not _path(f).is_file() for f in config_files):
         return  # MONAI itself names a config file it cannot read
+    if "tracking" in settings:  # --tracking mlflow merges MONAI's tracking settings (tracking_uri, run_name, ...)
+        from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+        tracking = {key for entry in DEFAULT_EXP_MGMT_SETTINGS.values() for key in entry.get("configs", {})}
+        settings = [s for s in settings if s.split("#")[0] not in tracking | {"handlers_id"}]
     check_bundle_settings(settings, config_files, "python -m monai.bundle run", given_as="--{}")
