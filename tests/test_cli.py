@@ -181,6 +181,7 @@ def test_the_bundle_command_line_is_read_as_monai_bundle_run_reads_it() -> None:
     assert files == ["configs/train.yaml", "configs/dynamic.yaml"]
     assert settings == ["dataset_dirr", "lr", "resume", "epochs"]  # -3 is a value; run_id names what runs
     assert command_line_settings([main, "run", "--config_file", '["a.yaml"]', "--x", "1"]) == (["a.yaml"], ["x"])
+    assert command_line_settings([main, "run", "--config_file", "a.yaml", "--", "--verbose"]) == (["a.yaml"], [])
     assert command_line_settings(["/usr/bin/pytest", "run", "--x", "1"]) is None  # not monai.bundle's own
     assert command_line_settings([main, "ckpt_export", "--x", "1"]) is None
 

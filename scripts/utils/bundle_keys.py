@@ -17,13 +17,13 @@ import ast
 import difflib
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scripts.utils.errors import InputError
+from scripts.utils.fire_args import fire_options
 
 __all__ = ["RUN_OPTIONS", "check_bundle_settings", "check_command_line", "command_line_settings", "config_ids",
            "unknown_settings"]  # fmt: skip
@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN_OPTIONS = ("tracking", "logging_file", "meta_file", "args_file")  # monai.bundle run's, not the config's
 # monai.bundle run's options that name what to run rather than set anything
 COMMAND_OPTIONS = ("config_file", "run_id", "init_id", "final_id")
-OPTION = re.compile(r"^--?([A-Za-z_][\w#:.-]*)(=.*)?$")
 
 
 def _path(name: str | os.PathLike) -> Path:
@@ -122,18 +121,7 @@ def command_line_settings(argv: Sequence[str]) -> tuple[list[str], list[str]] | 
         return None
     config_files: list[str] = []
     settings: list[str] = []
-    tokens = list(argv[2:])
-    i = 0
-    while i < len(tokens):
-        match = OPTION.match(tokens[i])
-        if not match:  # the run id given by position, or a value
-            i += 1
-            continue
-        name, inline = match.group(1), match.group(2)
-        value = inline[1:] if inline else None
-        if value is None and i + 1 < len(tokens) and not OPTION.match(tokens[i + 1]):
-            value, i = tokens[i + 1], i + 1
-        i += 1
+    for _, name, value in fire_options(argv[2:])[0]:  # monai.bundle's command line is fire's too
         if name.replace("-", "_") == "config_file":
             config_files += _file_list(value or "")
         elif name.replace("-", "_") not in COMMAND_OPTIONS:

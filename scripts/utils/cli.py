@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from scripts.utils.errors import InputError, install_hook
+from scripts.utils.fire_args import FLAG, fire_options
 
 __all__ = ["fire_strict", "missing_options", "unknown_options"]
 
 _FIRE_OWN = {"help", "h"}  # fire's flags before the "--" separator
-_FLAG = re.compile(r"--|-[A-Za-z]")  # what fire takes for an option (a negative number is a value)
 
 
 def _accepted(fn: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -52,12 +51,8 @@ def unknown_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
         return []
     known = set(names)
     unknown = []
-    for token in args:
-        if token == "--":
-            break
-        if not _FLAG.match(token):
-            continue
-        name = token.lstrip("-").split("=", 1)[0].replace("-", "_")
+    for token, name, _ in fire_options(args)[0]:
+        name = name.replace("-", "_")
         if name in known or name in _FIRE_OWN or (name.startswith("no") and name[2:] in known):
             continue
         if len(name) == 1 and sum(n.startswith(name) for n in names) == 1:
@@ -72,17 +67,10 @@ def missing_options(fn: Callable[..., Any], args: Sequence[str]) -> list[str]:
     params = inspect.signature(fn).parameters.values()
     required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD,
                 p.KEYWORD_ONLY)]  # fmt: skip
-    named, takes_value = set(), False
-    for token in args:
-        if token == "--":
-            break
-        if _FLAG.match(token):
-            named.add(token.lstrip("-").split("=", 1)[0].replace("-", "_"))
-            takes_value = "=" not in token
-        elif takes_value:
-            takes_value = False
-        else:
-            return []  # a positional value
+    options, positional = fire_options(args)
+    if positional:
+        return []
+    named = {name.replace("-", "_") for _, name, _ in options}
     return [n for n in required if n not in named]
 
 
@@ -136,7 +124,7 @@ def fire_strict(
             raise InputError(_refusal(tool, fn, unknown[0]))
         missing = missing_options(fn, args)
         if missing:
-            given = ", ".join(a for a in args if _FLAG.match(a)) or "none"
+            given = ", ".join(a for a in args if FLAG.match(a)) or "none"
             raise InputError(
                 f"{tool}: {', '.join('--' + m for m in missing)} must be given (options given: {given}); fix: "
                 f"{tool} {' '.join(f'--{m} ...' for m in missing)} (see {tool} --help)"
